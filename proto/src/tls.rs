@@ -200,7 +200,7 @@ impl Material {
     }
 }
 
-fn trust_domain_of_ca(der: &CertificateDer<'_>) -> Option<String> {
+pub(crate) fn trust_domain_of_ca(der: &CertificateDer<'_>) -> Option<String> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let san = cert.subject_alternative_name().ok()??;
     san.value.general_names.iter().find_map(|name| match name {

@@ -1,0 +1,67 @@
+//! Counters of refused input. They are plain atomics so that the request
+//! path never waits on instrumentation; the metrics exporter reads them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why the controller refused something a peer sent after the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// A certificate of the wrong kind for the service called.
+    WrongKind,
+    /// The agent id in Hello differs from the certificate's.
+    IdentityMismatch,
+    /// A message outside the contract's bounds, or undecodable bytes.
+    InvalidMessage,
+    /// A message larger than the service's limit.
+    Oversized,
+    /// More messages per second than a session may send.
+    RateLimited,
+    /// A second Hello on one stream.
+    DuplicateHello,
+    /// The first message was not a Hello, or did not come in time.
+    HelloMissing,
+    /// A new agent beyond the controller's agent limit.
+    TooManyAgents,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 8] = [
+        Rejection::WrongKind,
+        Rejection::IdentityMismatch,
+        Rejection::InvalidMessage,
+        Rejection::Oversized,
+        Rejection::RateLimited,
+        Rejection::DuplicateHello,
+        Rejection::HelloMissing,
+        Rejection::TooManyAgents,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::WrongKind => "wrong_certificate_kind",
+            Rejection::IdentityMismatch => "identity_mismatch",
+            Rejection::InvalidMessage => "invalid_message",
+            Rejection::Oversized => "oversized_message",
+            Rejection::RateLimited => "rate_limited",
+            Rejection::DuplicateHello => "duplicate_hello",
+            Rejection::HelloMissing => "hello_missing",
+            Rejection::TooManyAgents => "too_many_agents",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    rejected: [AtomicU64; Rejection::ALL.len()],
+    pub(crate) reports_accepted: AtomicU64,
+    pub(crate) reports_duplicate: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn reject(&self, why: Rejection) {
+        self.rejected[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn rejected(&self, why: Rejection) -> u64 {
+        self.rejected[why as usize].load(Ordering::Relaxed)
+    }
+}

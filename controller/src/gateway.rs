@@ -1,0 +1,322 @@
+//! AgentGateway.Session: one stream per agent. This file is the one place
+//! where session errors become `tonic::Status`.
+//!
+//! Order of checks: certificate kind → first message is a valid Hello →
+//! Hello's agent id equals the certificate's → register (a newer session of
+//! the same agent ends the older) → Welcome → reports, acknowledged by
+//! sequence number. Every refusal is logged with its reason, counted, and
+//! ends only this stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leitstand_proto::domain::{AgentId, AgentMessage, bounds};
+use leitstand_proto::identity::{PeerInfo, PeerKind, require_kind};
+use leitstand_proto::v1::agent_gateway_server::AgentGateway;
+use leitstand_proto::v1::{self, controller_message};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::counters::{Counters, Rejection};
+use crate::registry::{Accepted, Registry};
+
+/// The first message must arrive within this time.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages an agent may send in a burst: covers replaying a full buffer of
+/// reports after a reconnect (10 minutes at 1 s = 600 reports).
+const RATE_BURST: f64 = 1024.0;
+/// Sustained messages per second per session.
+const RATE_PER_SECOND: f64 = 100.0;
+
+pub(crate) struct Gateway {
+    pub(crate) node_id: u64,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// A refusal: what to count and what to tell the agent.
+struct Refusal {
+    why: Rejection,
+    status: Status,
+}
+
+impl Refusal {
+    fn new(why: Rejection, code: Code, message: impl Into<String>) -> Self {
+        Refusal {
+            why,
+            status: Status::new(code, message),
+        }
+    }
+}
+
+/// Maps an error tonic raised while decoding an inbound message.
+fn inbound_error(status: Status) -> Option<Refusal> {
+    match status.code() {
+        Code::OutOfRange => Some(Refusal::new(
+            Rejection::Oversized,
+            Code::ResourceExhausted,
+            format!(
+                "message larger than {} bytes: {}",
+                bounds::MAX_AGENT_MESSAGE_BYTES,
+                status.message()
+            ),
+        )),
+        Code::Internal => Some(Refusal::new(
+            Rejection::InvalidMessage,
+            Code::InvalidArgument,
+            format!("malformed message: {}", status.message()),
+        )),
+        // Cancelled, or the connection went away: nothing to refuse.
+        _ => None,
+    }
+}
+
+struct TokenBucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl TokenBucket {
+    fn new() -> Self {
+        TokenBucket {
+            tokens: RATE_BURST,
+            updated: Instant::now(),
+        }
+    }
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.updated).as_secs_f64() * RATE_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(RATE_BURST);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+type Outbound = mpsc::Sender<Result<v1::ControllerMessage, Status>>;
+
+fn message(kind: controller_message::Kind) -> v1::ControllerMessage {
+    v1::ControllerMessage { kind: Some(kind) }
+}
+
+#[tonic::async_trait]
+impl AgentGateway for Gateway {
+    type SessionStream = ReceiverStream<Result<v1::ControllerMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer = match require_kind(&request, PeerKind::Agent) {
+            Ok(peer) => peer.clone(),
+            Err(status) => {
+                if status.code() == Code::PermissionDenied {
+                    self.counters.reject(Rejection::WrongKind);
+                    tracing::warn!(reason = Rejection::WrongKind.as_str(), "session refused: {}", status.message());
+                }
+                return Err(status);
+            }
+        };
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let session = SessionTask {
+            node_id: self.node_id,
+            registry: self.registry.clone(),
+            counters: self.counters.clone(),
+            shutdown: self.shutdown.clone(),
+            peer,
+            tx,
+        };
+        tokio::spawn(session.run(inbound));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct SessionTask {
+    node_id: u64,
+    registry: Arc<Registry>,
+    counters: Arc<Counters>,
+    shutdown: watch::Receiver<bool>,
+    peer: PeerInfo,
+    tx: Outbound,
+}
+
+impl SessionTask {
+    async fn run(mut self, mut inbound: Streaming<v1::AgentMessage>) {
+        let outcome = self.serve(&mut inbound).await;
+        if let Err(refusal) = outcome {
+            self.counters.reject(refusal.why);
+            tracing::warn!(
+                peer = %self.peer.remote_addr,
+                identity = %self.peer.identity,
+                reason = refusal.why.as_str(),
+                code = ?refusal.status.code(),
+                "agent session refused: {}",
+                refusal.status.message()
+            );
+            let _ = self.tx.send(Err(refusal.status)).await;
+        }
+    }
+
+    async fn send(&self, kind: controller_message::Kind) -> Result<(), Refusal> {
+        // A closed channel means the agent is gone; end quietly.
+        self.tx.send(Ok(message(kind))).await.map_err(|_| Refusal {
+            why: Rejection::InvalidMessage,
+            status: Status::cancelled("agent went away"),
+        })
+    }
+
+    async fn serve(&mut self, inbound: &mut Streaming<v1::AgentMessage>) -> Result<(), Refusal> {
+        let first = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Err(_) => {
+                return Err(Refusal::new(
+                    Rejection::HelloMissing,
+                    Code::InvalidArgument,
+                    "no Hello within 10 s of opening the session",
+                ));
+            }
+            Ok(Err(status)) => return inbound_error(status).map_or(Ok(()), Err),
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(first))) => first,
+        };
+        let hello = match AgentMessage::try_from(first) {
+            Ok(AgentMessage::Hello(hello)) => hello,
+            Ok(_) => {
+                return Err(Refusal::new(
+                    Rejection::HelloMissing,
+                    Code::InvalidArgument,
+                    "the first message of a session must be a Hello",
+                ));
+            }
+            Err(e) => return Err(Refusal::new(Rejection::InvalidMessage, Code::InvalidArgument, e.to_string())),
+        };
+        let certified = AgentId::from(self.peer.identity.name().clone());
+        if hello.agent_id != certified {
+            return Err(Refusal::new(
+                Rejection::IdentityMismatch,
+                Code::PermissionDenied,
+                format!(
+                    "Hello names agent {:?} but the certificate is for agent {:?}",
+                    hello.agent_id.as_str(),
+                    certified.as_str()
+                ),
+            ));
+        }
+        let agent = hello.agent_id.clone();
+        let version = hello.version.clone();
+        let Some(registration) = self.registry.register(hello) else {
+            return Err(Refusal::new(
+                Rejection::TooManyAgents,
+                Code::ResourceExhausted,
+                format!("this controller serves at most {} agents", crate::registry::MAX_AGENTS),
+            ));
+        };
+        tracing::info!(agent = %agent, %version, peer = %self.peer.remote_addr, "agent connected");
+        let result = self.serve_registered(inbound, &agent, registration).await;
+        tracing::info!(agent = %agent, "agent session ended");
+        result
+    }
+
+    async fn serve_registered(
+        &mut self,
+        inbound: &mut Streaming<v1::AgentMessage>,
+        agent: &AgentId,
+        registration: crate::registry::Registration,
+    ) -> Result<(), Refusal> {
+        let session = registration.session;
+        let mut superseded = registration.superseded;
+        let result = async {
+            self.send(controller_message::Kind::Welcome(v1::Welcome {
+                node_id: self.node_id,
+                last_acked_seq: registration.last_acked_seq,
+                max_message_bytes: bounds::MAX_AGENT_MESSAGE_BYTES as u32,
+                controller_version: leitstand_proto::VERSION.to_owned(),
+            }))
+            .await?;
+            let mut bucket = TokenBucket::new();
+            let mut shutdown = self.shutdown.clone();
+            loop {
+                let next = tokio::select! {
+                    next = inbound.message() => next,
+                    _ = &mut superseded => {
+                        return Err(Refusal::new(
+                            Rejection::DuplicateHello,
+                            Code::Aborted,
+                            "a newer session of this agent replaced this one",
+                        ));
+                    }
+                    () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
+                        let _ = self.tx.send(Err(Status::unavailable("controller shutting down"))).await;
+                        return Ok(());
+                    }
+                };
+                let msg = match next {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => return Ok(()),
+                    Err(status) => return inbound_error(status).map_or(Ok(()), Err),
+                };
+                if !bucket.take() {
+                    return Err(Refusal::new(
+                        Rejection::RateLimited,
+                        Code::ResourceExhausted,
+                        format!("more than {RATE_PER_SECOND} messages per second (burst {RATE_BURST})"),
+                    ));
+                }
+                match AgentMessage::try_from(msg) {
+                    Ok(AgentMessage::Report(report)) => {
+                        let seq = report.seq;
+                        match self.registry.accept_report(agent, session, report) {
+                            Accepted::New => {
+                                self.counters
+                                    .reports_accepted
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                tracing::debug!(agent = %agent, seq, "report accepted");
+                                self.send(controller_message::Kind::Ack(v1::Ack { seq })).await?;
+                            }
+                            Accepted::Duplicate { last_seq } => {
+                                self.counters
+                                    .reports_duplicate
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                tracing::debug!(agent = %agent, seq, last_seq, "duplicate report ignored");
+                                self.send(controller_message::Kind::Ack(v1::Ack { seq: last_seq })).await?;
+                            }
+                            Accepted::Stale => return Ok(()),
+                        }
+                    }
+                    Ok(AgentMessage::Hello(_)) => {
+                        return Err(Refusal::new(
+                            Rejection::DuplicateHello,
+                            Code::InvalidArgument,
+                            "Hello may be sent only once per session",
+                        ));
+                    }
+                    Ok(AgentMessage::ActionResult(result)) => {
+                        // Decisions arrive with the failover engine; until then no
+                        // ExecuteAction is ever sent, so a result answers nothing.
+                        tracing::warn!(agent = %agent, decision = %result.decision_id, "ignoring an action result no decision asked for");
+                    }
+                    Err(e) => {
+                        return Err(Refusal::new(Rejection::InvalidMessage, Code::InvalidArgument, e.to_string()));
+                    }
+                }
+            }
+        }
+        .await;
+        self.registry.disconnect(agent, session);
+        // A superseded session is not a refusal of the agent: don't count it.
+        match result {
+            Err(r) if r.status.code() == Code::Aborted => {
+                let _ = self.tx.send(Err(r.status)).await;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}

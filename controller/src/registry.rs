@@ -1,0 +1,134 @@
+//! Soft state of the leader: the agents it has heard from, their latest
+//! report and the sessions that carry them. Never replicated; after a leader
+//! change it is rebuilt from fresh reports (DESIGN.md §4).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use leitstand_proto::domain::{AgentId, Hello, Report};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// The agent limit of one controller; Hello from a new agent beyond it is
+/// refused with RESOURCE_EXHAUSTED.
+pub(crate) const MAX_AGENTS: usize = 20_000;
+
+#[derive(Debug)]
+pub(crate) struct AgentRecord {
+    pub(crate) hello: Hello,
+    pub(crate) last_seq: u64,
+    pub(crate) latest_report: Option<Report>,
+    pub(crate) last_seen: Instant,
+    /// Which session owns the record; an older session must not touch it.
+    session: u64,
+    /// Ends the current session when a newer one takes over.
+    supersede: Option<oneshot::Sender<()>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    agents: Mutex<HashMap<AgentId, AgentRecord>>,
+    next_session: std::sync::atomic::AtomicU64,
+}
+
+/// What a session learns when it registers.
+pub(crate) struct Registration {
+    pub(crate) session: u64,
+    pub(crate) last_acked_seq: u64,
+    pub(crate) superseded: oneshot::Receiver<()>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Accepted {
+    New,
+    Duplicate { last_seq: u64 },
+    /// The session was replaced by a newer one of the same agent.
+    Stale,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, AgentRecord>> {
+        // Every critical section below leaves the map consistent at each
+        // statement, so a poisoned lock holds valid data.
+        self.agents.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a session for `hello.agent_id`, ending any older session.
+    /// `None` when the agent is new and the limit is reached.
+    pub(crate) fn register(&self, hello: Hello) -> Option<Registration> {
+        let session = self.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let (tx, rx) = oneshot::channel();
+        let mut agents = self.lock();
+        let last_acked_seq = match agents.get_mut(&hello.agent_id) {
+            Some(record) => {
+                if let Some(older) = record.supersede.take() {
+                    let _ = older.send(());
+                }
+                if record.hello.incarnation != hello.incarnation {
+                    // A restarted agent numbers its reports from 1 again.
+                    record.last_seq = 0;
+                }
+                record.hello = hello;
+                record.session = session;
+                record.supersede = Some(tx);
+                record.last_seen = Instant::now();
+                record.last_seq
+            }
+            None => {
+                if agents.len() >= MAX_AGENTS {
+                    return None;
+                }
+                agents.insert(
+                    hello.agent_id.clone(),
+                    AgentRecord {
+                        hello,
+                        last_seq: 0,
+                        latest_report: None,
+                        last_seen: Instant::now(),
+                        session,
+                        supersede: Some(tx),
+                    },
+                );
+                0
+            }
+        };
+        Some(Registration {
+            session,
+            last_acked_seq,
+            superseded: rx,
+        })
+    }
+
+    /// Keeps `report` as the agent's latest unless its sequence number was
+    /// seen already.
+    pub(crate) fn accept_report(&self, agent: &AgentId, session: u64, report: Report) -> Accepted {
+        let mut agents = self.lock();
+        let Some(record) = agents.get_mut(agent).filter(|r| r.session == session) else {
+            return Accepted::Stale;
+        };
+        record.last_seen = Instant::now();
+        if report.seq <= record.last_seq {
+            return Accepted::Duplicate {
+                last_seq: record.last_seq,
+            };
+        }
+        record.last_seq = report.seq;
+        record.latest_report = Some(report);
+        Accepted::New
+    }
+
+    /// Called when a session ends; a newer session's state is left alone.
+    pub(crate) fn disconnect(&self, agent: &AgentId, session: u64) {
+        if let Some(record) = self.lock().get_mut(agent).filter(|r| r.session == session) {
+            record.supersede = None;
+        }
+    }
+
+    pub(crate) fn is_connected(&self, agent: &AgentId) -> bool {
+        self.lock().get(agent).is_some_and(|r| r.supersede.is_some())
+    }
+
+    pub(crate) fn latest(&self, agent: &AgentId) -> Option<(u64, Option<Report>)> {
+        self.lock().get(agent).map(|r| (r.last_seq, r.latest_report.clone()))
+    }
+}
