@@ -1,1 +1,353 @@
-fn main() {}
+//! `leitstand`: the one front door. Parses the command line of DESIGN.md §9
+//! and dispatches; commands whose work has not landed yet exit 2 and say so.
+#![forbid(unsafe_code)]
+
+mod dev;
+mod pki;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use leitstand_agent::{AgentConfig, LogFormat, error_chain, init_logging};
+use leitstand_controller::{Controller, ControllerConfig};
+
+/// Keeps a city's critical IT running: health agents, a Raft controller
+/// cluster, documented failover.
+#[derive(Parser, Debug)]
+#[command(name = "leitstand", version, about)]
+struct Cli {
+    /// Log line format (logs go to standard error).
+    #[arg(long, value_enum, default_value_t, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Sandbox on this machine with fresh certificates in a temporary folder.
+    Dev {
+        /// Print events as lines instead of opening the dashboard.
+        #[arg(long)]
+        headless: bool,
+    },
+    /// Certificate authority for controllers, agents and operators.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Run a controller.
+    Controller(ConfigArg),
+    /// Run an agent (the same code as `leitstand-agent`).
+    Agent(ConfigArg),
+    /// Open the operator dashboard.
+    Dashboard(ConfigArg),
+    /// Show services, paths, agents and decisions.
+    Status(OperatorArgs),
+    /// Approve a proposed decision.
+    Approve {
+        decision_id: String,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+    /// Reject a proposed decision.
+    Reject {
+        decision_id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+    /// Switch a service to a path by hand.
+    Switch {
+        service: String,
+        path: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+    /// Stop automatic decisions for a service.
+    Freeze {
+        service: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+    /// Resume automatic decisions for a service.
+    Unfreeze {
+        service: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+    /// Check, apply or render a runbook.
+    #[command(subcommand)]
+    Runbook(RunbookCommand),
+    /// Export or verify the hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Controller cluster membership.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Chaos drills against a sandbox cluster.
+    #[command(subcommand)]
+    Drill(DrillCommand),
+    /// Run a benchmark.
+    Bench { name: String },
+}
+
+#[derive(Args, Debug)]
+struct ConfigArg {
+    #[arg(long)]
+    config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct OperatorArgs {
+    /// The operator configuration (operator.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum PkiCommand {
+    /// Create the certificate authority (ca.pem, ca.key) and an empty crl.pem.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// SPIFFE trust domain, e.g. stadt.example.
+        #[arg(long)]
+        trust_domain: String,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a certificate and key: <kind>-<name>.pem and .key.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, value_enum)]
+        kind: Kind,
+        #[arg(long)]
+        name: String,
+        /// DNS name clients dial (controllers need --dns or --ip).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// IP address clients dial.
+        #[arg(long)]
+        ip: Vec<IpAddr>,
+        /// Validity in days (1 to 3650).
+        #[arg(long, default_value_t = leitstand_proto::pki::DEFAULT_VALIDITY_DAYS,
+              value_parser = clap::value_parser!(i64).range(1..=leitstand_proto::pki::MAX_VALIDITY_DAYS))]
+        days: i64,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Revoke a certificate: adds it to crl.pem (then send SIGHUP to controllers).
+    Revoke {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, value_enum)]
+        kind: Kind,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Kind {
+    Controller,
+    Agent,
+    Operator,
+}
+
+impl From<Kind> for leitstand_proto::identity::PeerKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Controller => Self::Controller,
+            Kind::Agent => Self::Agent,
+            Kind::Operator => Self::Operator,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum RunbookCommand {
+    /// Validate a runbook.
+    Check { file: PathBuf },
+    /// Commit a new runbook version (admin).
+    Apply {
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the procedures as a document.
+    Render { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Export the audit log.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: AuditFormat,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Verify an exported audit log's hash chain.
+    Verify { file: PathBuf },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum AuditFormat {
+    Jsonl,
+    Md,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Members, leader, term, commit and applied index, follower lag.
+    Status(OperatorArgs),
+    /// Add a controller (admin).
+    Add {
+        node_id: u64,
+        address: String,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+    /// Remove a controller (admin).
+    Remove {
+        node_id: u64,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+    /// Hand leadership to another controller (admin).
+    Transfer {
+        node_id: u64,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DrillCommand {
+    /// List the drill scenarios.
+    List,
+    /// Run a drill scenario.
+    Run {
+        scenario: String,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+}
+
+/// Exit status 2 with a plain sentence: the command exists, its work has not landed.
+fn not_available(command: &str, arrives_with: &str) -> ExitCode {
+    tracing::error!("leitstand {command}: not available yet (arrives with {arrives_with})");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Pki(command) => pki::run(command),
+        Command::Controller(args) => block_on(run_controller(args.config)),
+        Command::Agent(args) => block_on(run_agent(args.config)),
+        Command::Dev { headless } => block_on(dev::run(headless)),
+        Command::Dashboard(_) => not_available("dashboard", "the operator dashboard"),
+        Command::Status(_) => not_available("status", "the operator dashboard and its command-line twins"),
+        Command::Approve { .. } => not_available("approve", "the failover engine"),
+        Command::Reject { .. } => not_available("reject", "the failover engine"),
+        Command::Switch { .. } => not_available("switch", "the failover engine"),
+        Command::Freeze { .. } => not_available("freeze", "the failover engine"),
+        Command::Unfreeze { .. } => not_available("unfreeze", "the failover engine"),
+        Command::Runbook(_) => not_available("runbook", "the failover engine"),
+        Command::Audit(_) => not_available("audit", "the failover engine"),
+        Command::Cluster(_) => not_available("cluster", "the controller cluster"),
+        Command::Drill(_) => not_available("drill", "the chaos drills"),
+        Command::Bench { .. } => not_available("bench", "the benchmarks"),
+    }
+}
+
+fn block_on(work: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(work),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn controller_exit(e: &leitstand_controller::Error) -> ExitCode {
+    tracing::error!("{}", error_chain(e));
+    match e {
+        // Missing or unusable certificate files are configuration mistakes.
+        leitstand_controller::Error::Config(_) | leitstand_controller::Error::Tls(_) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+async fn run_controller(path: PathBuf) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
+    let config = match ControllerConfig::load(&path) {
+        Ok(config) => config,
+        Err(e) => return controller_exit(&e),
+    };
+    let (mut hangup, mut terminate, mut interrupt) = match (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    let controller = match Controller::start(config).await {
+        Ok(controller) => controller,
+        Err(e) => return controller_exit(&e),
+    };
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => match controller.reload_tls() {
+                Ok(()) => tracing::info!("TLS material reloaded"),
+                Err(e) => tracing::error!("TLS reload failed; keeping the previous material: {}", error_chain(&e)),
+            },
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!("controller stopping");
+    match controller.shutdown(Duration::from_secs(5)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => controller_exit(&e),
+    }
+}
+
+async fn run_agent(path: PathBuf) -> ExitCode {
+    let result = async {
+        let config = AgentConfig::load(&path)?;
+        leitstand_agent::run_until_signal(config).await
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{}", error_chain(&e));
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
