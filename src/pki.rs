@@ -49,7 +49,10 @@ pub(crate) fn run(command: PkiCommand) -> ExitCode {
         Err(e) => {
             tracing::error!("{}", leitstand_agent::error_chain(&e));
             match e {
-                Error::AlreadyExists { .. } | Error::Pki(_) | Error::Identity(_) => ExitCode::from(2),
+                // Bad arguments, or a --dir without the files `pki init` writes.
+                Error::AlreadyExists { .. } | Error::Pki(_) | Error::Identity(_) | Error::ReadFile { .. } => {
+                    ExitCode::from(2)
+                }
                 _ => ExitCode::FAILURE,
             }
         }

@@ -18,7 +18,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_BUFFER: Duration = Duration::from_secs(600);
 /// Reports kept at most, whatever `buffer` and `interval` say: about 1 KiB
 /// each without checks, so the buffer stays below a few MiB.
-pub const MAX_BUFFERED_REPORTS: usize = 3600;
+pub use leitstand_proto::domain::bounds::MAX_BUFFERED_REPORTS;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -39,7 +39,7 @@ pub struct AgentConfig {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     id: Spanned<String>,
-    controllers: Spanned<Vec<String>>,
+    controllers: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     interval: Option<Spanned<String>>,
     #[serde(default)]
@@ -55,20 +55,26 @@ impl AgentConfig {
         let at = |span: std::ops::Range<usize>, msg: String| Error::Config(source.error_at(span, msg));
 
         let id = AgentId::new(raw.id.get_ref()).map_err(|e| at(raw.id.span(), format!("id: {}", e.reason)))?;
-        let controllers = raw.controllers.get_ref().clone();
-        if controllers.is_empty() || controllers.len() > MAX_CONTROLLERS {
+        let listed = raw.controllers.get_ref();
+        if listed.is_empty() || listed.len() > MAX_CONTROLLERS {
             return Err(at(
                 raw.controllers.span(),
                 format!("controllers must list 1 to {MAX_CONTROLLERS} addresses"),
             ));
         }
-        for address in &controllers {
-            if address.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+        let mut controllers = Vec::with_capacity(listed.len());
+        for address in listed {
+            let text = address.get_ref();
+            if text
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
                 return Err(at(
-                    raw.controllers.span(),
-                    format!("controller address {address:?} is not host:port, e.g. \"10.0.0.1:7401\""),
+                    address.span(),
+                    format!("controller address {text:?} is not host:port, e.g. \"10.0.0.1:7401\""),
                 ));
             }
+            controllers.push(text.clone());
         }
         let interval = match &raw.interval {
             Some(v) => parse_duration(&source, v, Duration::from_millis(100), Duration::from_secs(3600))

@@ -34,13 +34,16 @@ pub enum Error {
     },
     #[error("cannot read host metrics")]
     HostMetrics(#[source] sysinfo::Error),
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
 }
 
 impl Error {
-    /// The process exit status for this error (DESIGN.md §9).
+    /// The process exit status for this error (DESIGN.md §9): missing or
+    /// unusable certificate files are configuration mistakes too.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) => 2,
+            Error::Config(_) | Error::Tls(_) => 2,
             _ => 1,
         }
     }
@@ -112,13 +115,9 @@ fn create_private_dir(path: &std::path::Path) -> Result<(), Error> {
 /// Shared by `leitstand agent` and the lean `leitstand-agent`.
 pub async fn run_until_signal(config: AgentConfig) -> Result<(), Error> {
     use tokio::signal::unix::{SignalKind, signal};
-    let signal_error = |source| Error::StateDir {
-        path: "signal handler".into(),
-        source,
-    };
-    let mut hangup = signal(SignalKind::hangup()).map_err(signal_error)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(Error::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
     let agent = Agent::start(config)?;
     loop {
         tokio::select! {

@@ -5,7 +5,8 @@
 //! and counted. After Welcome the agent resends, in order, every buffered
 //! report after `last_acked_seq`. Without a controller it tries the next
 //! configured address, or the leader a follower named, with exponential
-//! backoff and full jitter; reports keep being taken meanwhile.
+//! backoff and jitter; reports keep being taken meanwhile, also while a
+//! connection is being set up.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -28,6 +29,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A session that lasted this long resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Leader hints followed in a row before the agent suspects stale hints
+/// (followers naming each other) and falls back to backoff.
+const MAX_HINTS_IN_A_ROW: u32 = 3;
 
 fn unix_ms() -> i64 {
     SystemTime::now()
@@ -35,9 +39,10 @@ fn unix_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Exponential backoff with full jitter (AWS architecture blog, 2015): the
-/// delay is uniform in [min, min(max, min·2^attempt)], so agents that lost
-/// the same controller do not come back in lockstep.
+/// Exponential backoff with jitter: the delay is uniform between the floor
+/// and min(max, floor·2^attempt), so agents that lost the same controller
+/// do not come back in lockstep; the floor keeps a lost controller from
+/// being hammered.
 struct Backoff {
     attempt: u32,
 }
@@ -127,6 +132,7 @@ impl Reporter {
         let mut backoff = Backoff { attempt: 0 };
         let mut next_controller = 0usize;
         let mut leader_hint: Option<String> = None;
+        let mut hints_in_a_row = 0u32;
         loop {
             let address = leader_hint.take().unwrap_or_else(|| {
                 let a = self.config.controllers[next_controller % self.config.controllers.len()].clone();
@@ -140,17 +146,20 @@ impl Reporter {
             }
             let delay = match end {
                 SessionEnd::Stopped => return,
-                SessionEnd::NotLeader { hint: Some(hint) } => {
+                SessionEnd::NotLeader { hint: Some(hint) } if hints_in_a_row < MAX_HINTS_IN_A_ROW => {
+                    hints_in_a_row += 1;
                     tracing::info!(controller = %address, leader = %hint, "following the leader hint");
                     leader_hint = Some(hint);
                     continue;
                 }
-                SessionEnd::NotLeader { hint: None } => {
+                SessionEnd::NotLeader { .. } => {
+                    hints_in_a_row = 0;
                     let delay = backoff.next_delay();
                     tracing::info!(controller = %address, "controller knows no leader; trying the next in {delay:?}");
                     delay
                 }
                 SessionEnd::Failed(why) => {
+                    hints_in_a_row = 0;
                     let delay = backoff.next_delay();
                     tracing::warn!(
                         controller = %address,
@@ -173,31 +182,54 @@ impl Reporter {
         }
     }
 
+    /// Awaits `work` while taking a report at every tick; `None` on stop.
+    async fn reporting_while<T>(
+        &mut self,
+        tick: &mut tokio::time::Interval,
+        stop: &mut watch::Receiver<bool>,
+        work: impl Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return Some(out),
+                _ = tick.tick() => { self.take_report(); }
+                () = stopped(stop) => return None,
+            }
+        }
+    }
+
     async fn session(
         &mut self,
         address: &str,
         tick: &mut tokio::time::Interval,
         stop: &mut watch::Receiver<bool>,
     ) -> SessionEnd {
-        let channel = tokio::select! {
-            channel = self.tls.channel(address) => match channel {
-                Ok(channel) => channel,
-                Err(e) => return SessionEnd::Failed(error_chain(&e)),
-            },
-            () = stopped(stop) => return SessionEnd::Stopped,
-        };
-        let mut client = AgentGatewayClient::new(channel)
-            .max_decoding_message_size(bounds::MAX_AGENT_MESSAGE_BYTES)
-            .max_encoding_message_size(bounds::MAX_AGENT_MESSAGE_BYTES);
+        let tls = self.tls.clone();
+        let hello = self.hello();
         let (outbound, outbound_rx) = mpsc::channel::<v1::AgentMessage>(64);
-        if outbound.send(self.hello()).await.is_err() {
+        let opening = async move {
+            let channel = tls.channel(address).await.map_err(|e| error_chain(&e))?;
+            let mut client = AgentGatewayClient::new(channel)
+                .max_decoding_message_size(bounds::MAX_AGENT_MESSAGE_BYTES)
+                .max_encoding_message_size(bounds::MAX_AGENT_MESSAGE_BYTES);
+            let mut inbound = client
+                .session(ReceiverStream::new(outbound_rx))
+                .await
+                .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?
+                .into_inner();
+            let first = tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await;
+            Ok::<_, String>((inbound, first))
+        };
+        if outbound.send(hello).await.is_err() {
             return SessionEnd::Failed("outbound stream closed".into());
         }
-        let mut inbound = match client.session(ReceiverStream::new(outbound_rx)).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => return SessionEnd::Failed(format!("{:?}: {}", status.code(), status.message())),
+        let (mut inbound, first) = match self.reporting_while(tick, stop, opening).await {
+            None => return SessionEnd::Stopped,
+            Some(Err(why)) => return SessionEnd::Failed(why),
+            Some(Ok(opened)) => opened,
         };
-        let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await {
+        let welcome = match first {
             Err(_) => return SessionEnd::Failed("no Welcome within 10 s".into()),
             Ok(Err(status)) => return SessionEnd::Failed(format!("{:?}: {}", status.code(), status.message())),
             Ok(Ok(None)) => return SessionEnd::Failed("the controller closed the stream before Welcome".into()),

@@ -1,1 +1,3 @@
+//! leitstand-chaos: sandbox clusters of real processes, fault injection, the
+//! invariant checker and drills. Arrives with the chaos issue; nothing here yet.
 #![forbid(unsafe_code)]

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use leitstand_proto::config::ConfigSource;
-use leitstand_proto::domain::Identifier;
+use leitstand_proto::domain::{Identifier, NodeId};
 use leitstand_proto::tls::TlsFiles;
 use toml::Spanned;
 
@@ -15,13 +15,13 @@ use crate::Error;
 /// A validated controller configuration.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
-    pub node_id: u64,
+    pub node_id: NodeId,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
     pub tls: TlsFiles,
     /// Node id → listen address of every member, this node included.
-    pub peers: BTreeMap<u64, String>,
+    pub peers: BTreeMap<NodeId, String>,
     pub rbac: Rbac,
 }
 
@@ -54,7 +54,7 @@ struct RawConfig {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCluster {
-    peers: Spanned<BTreeMap<String, String>>,
+    peers: Spanned<BTreeMap<String, Spanned<String>>>,
 }
 
 fn socket_addr(source: &ConfigSource, value: &Spanned<String>, key: &str) -> Result<SocketAddr, Error> {
@@ -72,10 +72,8 @@ impl ControllerConfig {
         let raw: RawConfig = source.parse().map_err(Error::Config)?;
         let at = |span: std::ops::Range<usize>, msg: String| Error::Config(source.error_at(span, msg));
 
-        let node_id = *raw.node_id.get_ref();
-        if node_id == 0 {
-            return Err(at(raw.node_id.span(), "node_id must be 1 or more".into()));
-        }
+        let node_id = NodeId::new(*raw.node_id.get_ref())
+            .ok_or_else(|| at(raw.node_id.span(), "node_id must be 1 or more".into()))?;
         let listen = socket_addr(&source, &raw.listen, "listen")?;
         let metrics_listen = raw
             .metrics_listen
@@ -85,16 +83,19 @@ impl ControllerConfig {
 
         let mut peers = BTreeMap::new();
         for (id, address) in raw.cluster.peers.get_ref() {
-            let span = raw.cluster.peers.span();
-            let id: u64 = id
+            let id = id
                 .parse()
                 .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| at(span.clone(), format!("peer id {id:?} is not a node id (1 or more)")))?;
-            if address.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
-                return Err(at(span, format!("peer {id} address {address:?} is not host:port")));
+                .and_then(NodeId::new)
+                .ok_or_else(|| at(raw.cluster.peers.span(), format!("peer id {id:?} is not a node id (1 or more)")))?;
+            let text = address.get_ref();
+            if text
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(at(address.span(), format!("peer {id} address {text:?} is not host:port")));
             }
-            peers.insert(id, address.clone());
+            peers.insert(id, text.clone());
         }
         if !peers.contains_key(&node_id) {
             return Err(at(

@@ -22,10 +22,12 @@ pub enum Rejection {
     HelloMissing,
     /// A new agent beyond the controller's agent limit.
     TooManyAgents,
+    /// An open stream whose certificate a reloaded CRL revokes.
+    CertificateRevoked,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 8] = [
+    pub const ALL: [Rejection; 9] = [
         Rejection::WrongKind,
         Rejection::IdentityMismatch,
         Rejection::InvalidMessage,
@@ -34,6 +36,7 @@ impl Rejection {
         Rejection::DuplicateHello,
         Rejection::HelloMissing,
         Rejection::TooManyAgents,
+        Rejection::CertificateRevoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +49,7 @@ impl Rejection {
             Rejection::DuplicateHello => "duplicate_hello",
             Rejection::HelloMissing => "hello_missing",
             Rejection::TooManyAgents => "too_many_agents",
+            Rejection::CertificateRevoked => "certificate_revoked",
         }
     }
 }

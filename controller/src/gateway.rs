@@ -10,8 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use leitstand_proto::domain::{AgentId, AgentMessage, bounds};
+use leitstand_proto::domain::{AgentId, AgentMessage, NodeId, bounds};
 use leitstand_proto::identity::{PeerInfo, PeerKind, require_kind};
+use leitstand_proto::tls::ServerTls;
 use leitstand_proto::v1::agent_gateway_server::AgentGateway;
 use leitstand_proto::v1::{self, controller_message};
 use tokio::sync::{mpsc, watch};
@@ -24,29 +25,36 @@ use crate::registry::{Accepted, Registry};
 
 /// The first message must arrive within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Messages an agent may send in a burst: covers replaying a full buffer of
-/// reports after a reconnect (10 minutes at 1 s = 600 reports).
-const RATE_BURST: f64 = 1024.0;
-/// Sustained messages per second per session.
-const RATE_PER_SECOND: f64 = 100.0;
+const RATE_BURST: f64 = bounds::SESSION_BURST_MESSAGES as f64;
+const RATE_PER_SECOND: f64 = bounds::SESSION_MESSAGES_PER_SECOND as f64;
 
 pub(crate) struct Gateway {
-    pub(crate) node_id: u64,
+    pub(crate) node_id: NodeId,
     pub(crate) registry: Arc<Registry>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) tls: Arc<ServerTls>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
-/// A refusal: what to count and what to tell the agent.
+/// How a session ends other than by the agent closing it: what to count
+/// (nothing when it is no fault of the agent's) and what to tell it.
 struct Refusal {
-    why: Rejection,
+    why: Option<Rejection>,
     status: Status,
 }
 
 impl Refusal {
     fn new(why: Rejection, code: Code, message: impl Into<String>) -> Self {
         Refusal {
-            why,
+            why: Some(why),
+            status: Status::new(code, message),
+        }
+    }
+
+    /// An ending that is no refusal: superseded, shutting down, agent gone.
+    fn quiet(code: Code, message: impl Into<String>) -> Self {
+        Refusal {
+            why: None,
             status: Status::new(code, message),
         }
     }
@@ -130,6 +138,7 @@ impl AgentGateway for Gateway {
             node_id: self.node_id,
             registry: self.registry.clone(),
             counters: self.counters.clone(),
+            tls: self.tls.clone(),
             shutdown: self.shutdown.clone(),
             peer,
             tx,
@@ -140,9 +149,10 @@ impl AgentGateway for Gateway {
 }
 
 struct SessionTask {
-    node_id: u64,
+    node_id: NodeId,
     registry: Arc<Registry>,
     counters: Arc<Counters>,
+    tls: Arc<ServerTls>,
     shutdown: watch::Receiver<bool>,
     peer: PeerInfo,
     tx: Outbound,
@@ -150,27 +160,36 @@ struct SessionTask {
 
 impl SessionTask {
     async fn run(mut self, mut inbound: Streaming<v1::AgentMessage>) {
-        let outcome = self.serve(&mut inbound).await;
-        if let Err(refusal) = outcome {
-            self.counters.reject(refusal.why);
-            tracing::warn!(
-                peer = %self.peer.remote_addr,
+        let Err(refusal) = self.serve(&mut inbound).await else {
+            return;
+        };
+        match refusal.why {
+            Some(why) => {
+                self.counters.reject(why);
+                tracing::warn!(
+                    peer = %self.peer.remote_addr,
+                    identity = %self.peer.identity,
+                    reason = why.as_str(),
+                    code = ?refusal.status.code(),
+                    "agent session refused: {}",
+                    refusal.status.message()
+                );
+            }
+            None => tracing::info!(
                 identity = %self.peer.identity,
-                reason = refusal.why.as_str(),
-                code = ?refusal.status.code(),
-                "agent session refused: {}",
+                "agent session closed: {}",
                 refusal.status.message()
-            );
-            let _ = self.tx.send(Err(refusal.status)).await;
+            ),
         }
+        // The agent may be gone already; then nobody needs to hear it.
+        let _ = self.tx.send(Err(refusal.status)).await;
     }
 
     async fn send(&self, kind: controller_message::Kind) -> Result<(), Refusal> {
-        // A closed channel means the agent is gone; end quietly.
-        self.tx.send(Ok(message(kind))).await.map_err(|_| Refusal {
-            why: Rejection::InvalidMessage,
-            status: Status::cancelled("agent went away"),
-        })
+        self.tx
+            .send(Ok(message(kind)))
+            .await
+            .map_err(|_| Refusal::quiet(Code::Cancelled, "the agent went away"))
     }
 
     async fn serve(&mut self, inbound: &mut Streaming<v1::AgentMessage>) -> Result<(), Refusal> {
@@ -234,7 +253,7 @@ impl SessionTask {
         let mut superseded = registration.superseded;
         let result = async {
             self.send(controller_message::Kind::Welcome(v1::Welcome {
-                node_id: self.node_id,
+                node_id: self.node_id.get(),
                 last_acked_seq: registration.last_acked_seq,
                 max_message_bytes: bounds::MAX_AGENT_MESSAGE_BYTES as u32,
                 controller_version: leitstand_proto::VERSION.to_owned(),
@@ -242,19 +261,25 @@ impl SessionTask {
             .await?;
             let mut bucket = TokenBucket::new();
             let mut shutdown = self.shutdown.clone();
+            let mut reloads = self.tls.reloads();
             loop {
                 let next = tokio::select! {
                     next = inbound.message() => next,
                     _ = &mut superseded => {
-                        return Err(Refusal::new(
-                            Rejection::DuplicateHello,
-                            Code::Aborted,
-                            "a newer session of this agent replaced this one",
-                        ));
+                        return Err(Refusal::quiet(Code::Aborted, "a newer session of this agent replaced this one"));
                     }
                     () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
-                        let _ = self.tx.send(Err(Status::unavailable("controller shutting down"))).await;
-                        return Ok(());
+                        return Err(Refusal::quiet(Code::Unavailable, "controller shutting down"));
+                    }
+                    Ok(()) = reloads.changed() => {
+                        if self.tls.is_revoked(&self.peer.serial) {
+                            return Err(Refusal::new(
+                                Rejection::CertificateRevoked,
+                                Code::Unauthenticated,
+                                "the certificate of this agent was revoked",
+                            ));
+                        }
+                        continue;
                     }
                 };
                 let msg = match next {
@@ -310,13 +335,6 @@ impl SessionTask {
         }
         .await;
         self.registry.disconnect(agent, session);
-        // A superseded session is not a refusal of the agent: don't count it.
-        match result {
-            Err(r) if r.status.code() == Code::Aborted => {
-                let _ = self.tx.send(Err(r.status)).await;
-                Ok(())
-            }
-            other => other,
-        }
+        result
     }
 }

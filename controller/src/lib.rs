@@ -64,6 +64,8 @@ pub struct Controller {
     tls: Arc<ServerTls>,
     registry: Arc<registry::Registry>,
     counters: Arc<counters::Counters>,
+    #[allow(missing_debug_implementations)]
+    health: tonic_health::server::HealthReporter,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -99,6 +101,7 @@ impl Controller {
             node_id: config.node_id,
             registry: registry.clone(),
             counters: counters.clone(),
+            tls: tls.clone(),
             shutdown: stop_rx.clone(),
         };
         let peer = peer::PeerService {
@@ -121,7 +124,7 @@ impl Controller {
             let _ = stop_serving.wait_for(|stop| *stop).await;
         }));
         tracing::info!(
-            node_id = config.node_id,
+            node_id = %config.node_id,
             listen = %local_addr,
             identity = %tls.identity(),
             "controller serving"
@@ -131,6 +134,7 @@ impl Controller {
             tls,
             registry,
             counters,
+            health: health_reporter,
             stop,
             server,
         })
@@ -176,6 +180,10 @@ impl Controller {
     /// Stops accepting, ends agent sessions with UNAVAILABLE, and waits up
     /// to `grace` for connections to close.
     pub async fn shutdown(self, grace: Duration) -> Result<(), Error> {
+        // Health checkers and load balancers see the drain before it starts.
+        self.health
+            .set_not_serving::<AgentGatewayServer<gateway::Gateway>>()
+            .await;
         let _ = self.stop.send(true);
         let mut server = self.server;
         match tokio::time::timeout(grace, &mut server).await {

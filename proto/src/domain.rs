@@ -33,6 +33,14 @@ pub mod bounds {
     pub const MAX_SENSOR_BYTES: usize = 128;
     pub const MAX_ACTION_OUTPUT_BYTES: usize = 4096;
     pub const MAX_REASON_BYTES: usize = 1024;
+    /// Reports an agent keeps unacknowledged while disconnected, at most.
+    pub const MAX_BUFFERED_REPORTS: usize = 3600;
+    /// Messages a session may send in a burst. Above a full buffer, so
+    /// that replaying it after a reconnect is never mistaken for a flood.
+    pub const SESSION_BURST_MESSAGES: u32 = 4096;
+    /// Messages per second a session may send, sustained.
+    pub const SESSION_MESSAGES_PER_SECOND: u32 = 100;
+    const _: () = assert!(MAX_BUFFERED_REPORTS + 256 < SESSION_BURST_MESSAGES as usize);
 }
 
 use bounds::*;
@@ -87,6 +95,25 @@ impl Identifier {
 impl fmt::Display for Identifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The Raft node id of a controller: 1 or more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(u64);
+
+impl NodeId {
+    pub fn new(id: u64) -> Option<Self> {
+        (id > 0).then_some(NodeId(id))
+    }
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 

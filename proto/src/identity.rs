@@ -116,25 +116,9 @@ impl SpiffeId {
 
     /// The one SPIFFE identity in a DER certificate's URI SANs.
     pub fn from_certificate(der: &[u8]) -> Result<Self, IdentityError> {
-        let (_, cert) =
-            X509Certificate::from_der(der).map_err(|e| IdentityError::Unparsable(e.to_string()))?;
-        let san = cert
-            .subject_alternative_name()
-            .map_err(|e| IdentityError::Unparsable(e.to_string()))?
-            .ok_or(IdentityError::Missing)?;
-        let mut found = None;
-        for name in &san.value.general_names {
-            if let GeneralName::URI(uri) = name
-                && uri.starts_with("spiffe://")
-            {
-                if found.is_some() {
-                    return Err(IdentityError::Ambiguous);
-                }
-                found = Some(SpiffeId::parse(uri)?);
-            }
-        }
-        found.ok_or(IdentityError::Missing)
+        leaf_identity(der).map(|(id, _)| id)
     }
+
 
     /// Fails unless the identity belongs to `trust_domain`.
     pub fn require_trust_domain(&self, trust_domain: &str) -> Result<(), IdentityError> {
@@ -165,11 +149,36 @@ impl fmt::Display for SpiffeId {
     }
 }
 
+/// The SPIFFE identity and the serial number of a DER certificate.
+pub(crate) fn leaf_identity(der: &[u8]) -> Result<(SpiffeId, Vec<u8>), IdentityError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::Unparsable(e.to_string()))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| IdentityError::Unparsable(e.to_string()))?
+        .ok_or(IdentityError::Missing)?;
+    let mut found = None;
+    for name in &san.value.general_names {
+        if let GeneralName::URI(uri) = name
+            && uri.starts_with("spiffe://")
+        {
+            if found.is_some() {
+                return Err(IdentityError::Ambiguous);
+            }
+            found = Some(SpiffeId::parse(uri)?);
+        }
+    }
+    let identity = found.ok_or(IdentityError::Missing)?;
+    Ok((identity, cert.raw_serial().to_vec()))
+}
+
 /// The verified peer of a connection, attached to every request it carries.
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
     pub remote_addr: SocketAddr,
     pub identity: SpiffeId,
+    /// Serial number of the peer's certificate, to re-check it against a
+    /// CRL loaded after the handshake.
+    pub serial: Vec<u8>,
 }
 
 /// The verified peer of a gRPC request served through [`crate::tls::incoming`].

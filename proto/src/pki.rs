@@ -25,8 +25,8 @@ use crate::domain::Identifier;
 use crate::identity::{PeerKind, SpiffeId, validate_trust_domain};
 
 const CA_VALIDITY: Duration = Duration::days(3650);
-/// How long a CRL is declared current; rustls accepts an older one, but
-/// other verifiers may not: re-run `pki revoke` (or `pki crl`) within it.
+/// How long a CRL is declared current. rustls accepts an older one, but
+/// other verifiers may not: every `pki revoke` writes a fresh CRL.
 const CRL_VALIDITY: Duration = Duration::days(365);
 
 /// Default validity of issued certificates.

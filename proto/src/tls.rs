@@ -11,9 +11,12 @@
 //! Reload ([`ServerTls::reload`], [`ClientTls::reload`], called on SIGHUP)
 //! builds a whole new rustls configuration from the files and swaps it in
 //! for new handshakes; established connections keep the configuration they
-//! were made with, so open streams continue. A reload that fails keeps the
-//! previous material.
+//! were made with, so open streams continue. Services subscribe to reloads
+//! ([`ServerTls::reloads`]) and end the streams of peers whose certificate
+//! the new CRL revokes ([`ServerTls::is_revoked`]). A reload that fails keeps
+//! the previous material.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,13 +33,13 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::wrappers::ReceiverStream;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::Error;
-use crate::identity::{IdentityError, PeerInfo, PeerKind, SpiffeId, validate_trust_domain};
+use crate::identity::{IdentityError, PeerInfo, PeerKind, SpiffeId, leaf_identity, validate_trust_domain};
 
 /// A handshake that has not finished after this long is abandoned.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -155,6 +158,8 @@ struct Material {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Serial numbers the CRLs revoke, for streams opened before a reload.
+    revoked: HashSet<Vec<u8>>,
     trust_domain: String,
     identity: SpiffeId,
 }
@@ -189,15 +194,31 @@ impl Material {
             path: files.cert.clone(),
             reason: e.to_string(),
         })?;
+        let crls = read_crls(files.crl.as_deref())?;
+        let revoked = revoked_serials(files.crl.as_deref(), &crls)?;
         Ok(Material {
             roots: Arc::new(roots),
             chain,
             key: read_key(&files.key)?,
-            crls: read_crls(files.crl.as_deref())?,
+            crls,
+            revoked,
             trust_domain,
             identity,
         })
     }
+}
+
+fn revoked_serials(
+    path: Option<&Path>,
+    crls: &[CertificateRevocationListDer<'static>],
+) -> Result<HashSet<Vec<u8>>, Error> {
+    let mut serials = HashSet::new();
+    for crl in crls {
+        let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(crl)
+            .map_err(|e| pem_error(path.unwrap_or(Path::new("crl")), format!("unparsable CRL ({e})")))?;
+        serials.extend(parsed.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()));
+    }
+    Ok(serials)
 }
 
 pub(crate) fn trust_domain_of_ca(der: &CertificateDer<'_>) -> Option<String> {
@@ -343,6 +364,7 @@ pub struct ServerTls {
     files: TlsFiles,
     current: RwLock<Current<ServerConfig>>,
     counters: HandshakeCounters,
+    reloads: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -350,6 +372,7 @@ struct Current<C> {
     config: Arc<C>,
     trust_domain: String,
     identity: SpiffeId,
+    revoked: HashSet<Vec<u8>>,
 }
 
 impl<C> Current<C> {
@@ -358,6 +381,7 @@ impl<C> Current<C> {
             config: Arc::new(config),
             trust_domain: m.trust_domain,
             identity: m.identity,
+            revoked: m.revoked,
         }
     }
 }
@@ -380,16 +404,29 @@ impl ServerTls {
             files,
             current: RwLock::new(Current::new(config, material)),
             counters: HandshakeCounters::default(),
+            reloads: watch::Sender::new(0),
         })
     }
 
-    /// Re-reads certificate, key, CA bundle and CRL for new handshakes. On
-    /// error the previous material stays in force.
+    /// Re-reads certificate, key, CA bundle and CRL for new handshakes,
+    /// then tells [`ServerTls::reloads`] subscribers. On error the previous
+    /// material stays in force.
     pub fn reload(&self) -> Result<(), Error> {
         let material = Material::load(&self.files)?;
         let config = build_server_config(&material)?;
         *write_lock(&self.current) = Current::new(config, material);
+        self.reloads.send_modify(|generation| *generation += 1);
         Ok(())
+    }
+
+    /// Changes after every successful reload.
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+
+    /// Whether the CRL in force revokes the certificate with `serial`.
+    pub fn is_revoked(&self, serial: &[u8]) -> bool {
+        read_lock(&self.current).revoked.contains(serial)
     }
 
     pub fn identity(&self) -> SpiffeId {
@@ -504,19 +541,23 @@ async fn handshake(tcp: TcpStream, remote_addr: SocketAddr, tls: &ServerTls) -> 
         Err(_) => return refuse(HandshakeRejection::Timeout, &"handshake did not finish within 10 s"),
     };
     let identity = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
-        Some(leaf) => SpiffeId::from_certificate(leaf).and_then(|id| {
+        Some(leaf) => leaf_identity(leaf).and_then(|(id, serial)| {
             id.require_trust_domain(&trust_domain)?;
-            Ok(id)
+            Ok((id, serial))
         }),
         None => Err(IdentityError::Missing),
     };
     match identity {
-        Ok(identity) => {
+        Ok((identity, serial)) => {
             tls.counters.accepted.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(peer = %remote_addr, %identity, "TLS connection accepted");
             Some(TlsConnection {
                 stream,
-                info: PeerInfo { remote_addr, identity },
+                info: PeerInfo {
+                    remote_addr,
+                    identity,
+                    serial,
+                },
             })
         }
         Err(e) => refuse(HandshakeRejection::BadIdentity, &e),

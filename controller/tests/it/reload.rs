@@ -24,7 +24,8 @@ async fn reload_applies_new_certificates_and_crl_to_new_handshakes_only() {
     let (mut open, _) = Session::must_open(&pki.client(PeerKind::Agent, "steady"), address, "steady", 1).await;
     open.must_ack(1).await;
     let soon_revoked = pki.client(PeerKind::Agent, "soon-revoked");
-    let (_, _) = Session::must_open(&soon_revoked, address, "soon-revoked", 1).await;
+    let (mut revoked_session, _) = Session::must_open(&soon_revoked, address, "soon-revoked", 1).await;
+    revoked_session.must_ack(1).await;
 
     // New controller certificate and a CRL that revokes one agent.
     let old_serial = serial_of(&pki::cert_path(&pki.dir(), PeerKind::Controller, "1"));
@@ -46,9 +47,13 @@ async fn reload_applies_new_certificates_and_crl_to_new_handshakes_only() {
     assert!(refused.is_err(), "a revoked agent cannot open a new session");
     assert_eq!(controller.handshake_counters().rejected(HandshakeRejection::Revoked), before + 1);
 
-    // The stream opened before the reload keeps working.
+    // The stream opened before the reload keeps working...
     open.must_ack(2).await;
     open.must_ack(3).await;
+    // ...unless the new CRL revokes its certificate.
+    let status = revoked_session.must_end_with(tonic::Code::Unauthenticated).await;
+    assert!(status.message().contains("revoked"), "{status:?}");
+    assert_eq!(controller.rejected(leitstand_controller::Rejection::CertificateRevoked), 1);
 }
 
 #[tokio::test]
