@@ -29,7 +29,10 @@ pub(crate) async fn run(headless: bool) -> ExitCode {
 
 fn issue(dir: &Path, kind: PeerKind, name: &str, loopback: bool) -> anyhow::Result<()> {
     let (dns, ips) = if loopback {
-        (vec!["localhost".to_owned()], vec![std::net::Ipv4Addr::LOCALHOST.into()])
+        (
+            vec!["localhost".to_owned()],
+            vec![std::net::Ipv4Addr::LOCALHOST.into()],
+        )
     } else {
         (Vec::new(), Vec::new())
     };
@@ -48,7 +51,9 @@ fn issue(dir: &Path, kind: PeerKind, name: &str, loopback: bool) -> anyhow::Resu
 }
 
 async fn sandbox() -> anyhow::Result<()> {
-    let root = tempfile::Builder::new().prefix("leitstand-dev-").tempdir()?;
+    let root = tempfile::Builder::new()
+        .prefix("leitstand-dev-")
+        .tempdir()?;
     let pki_dir = root.path().join("pki");
     pki::init(&pki_dir, TRUST_DOMAIN, false)?;
     issue(&pki_dir, PeerKind::Controller, "1", true)?;
@@ -91,7 +96,10 @@ async fn sandbox() -> anyhow::Result<()> {
     #[allow(clippy::print_stdout)]
     {
         println!("Leitstand dev sandbox");
-        println!("  certificates and configuration: {}", root.path().display());
+        println!(
+            "  certificates and configuration: {}",
+            root.path().display()
+        );
         println!("  controller 1 listening on {address} (mTLS, TLS 1.3)");
         println!("  agent {AGENT_ID} reporting this machine's health every second");
         println!("  Ctrl-C stops both and removes the folder");

@@ -266,7 +266,10 @@ fn main() -> ExitCode {
         Command::Agent(args) => block_on(run_agent(args.config)),
         Command::Dev { headless } => block_on(dev::run(headless)),
         Command::Dashboard(_) => not_available("dashboard", "the operator dashboard"),
-        Command::Status(_) => not_available("status", "the operator dashboard and its command-line twins"),
+        Command::Status(_) => not_available(
+            "status",
+            "the operator dashboard and its command-line twins",
+        ),
         Command::Approve { .. } => not_available("approve", "the failover engine"),
         Command::Reject { .. } => not_available("reject", "the failover engine"),
         Command::Switch { .. } => not_available("switch", "the failover engine"),
@@ -281,7 +284,10 @@ fn main() -> ExitCode {
 }
 
 fn block_on(work: impl Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime.block_on(work),
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -294,7 +300,9 @@ fn controller_exit(e: &leitstand_controller::Error) -> ExitCode {
     tracing::error!("{}", error_chain(e));
     match e {
         // Missing or unusable certificate files are configuration mistakes.
-        leitstand_controller::Error::Config(_) | leitstand_controller::Error::Tls(_) => ExitCode::from(2),
+        leitstand_controller::Error::Config(_) | leitstand_controller::Error::Tls(_) => {
+            ExitCode::from(2)
+        }
         _ => ExitCode::FAILURE,
     }
 }

@@ -33,16 +33,18 @@ pub(crate) fn run(command: PkiCommand) -> ExitCode {
             };
             pki::issue(&dir, &request).map(|w| report("certificate", &w))
         }
-        PkiCommand::Revoke { dir, kind, name } => pki::revoke(&dir, kind.into(), &name).map(|serial| {
-            #[allow(clippy::print_stdout)]
-            {
-                println!(
-                    "revoked {kind:?} {name} (serial {serial}); wrote {}",
-                    pki::crl_path(&dir).display()
-                );
-                println!("send SIGHUP to every controller to apply it");
-            }
-        }),
+        PkiCommand::Revoke { dir, kind, name } => {
+            pki::revoke(&dir, kind.into(), &name).map(|serial| {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!(
+                        "revoked {kind:?} {name} (serial {serial}); wrote {}",
+                        pki::crl_path(&dir).display()
+                    );
+                    println!("send SIGHUP to every controller to apply it");
+                }
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -50,9 +52,10 @@ pub(crate) fn run(command: PkiCommand) -> ExitCode {
             tracing::error!("{}", leitstand_agent::error_chain(&e));
             match e {
                 // Bad arguments, or a --dir without the files `pki init` writes.
-                Error::AlreadyExists { .. } | Error::Pki(_) | Error::Identity(_) | Error::ReadFile { .. } => {
-                    ExitCode::from(2)
-                }
+                Error::AlreadyExists { .. }
+                | Error::Pki(_)
+                | Error::Identity(_)
+                | Error::ReadFile { .. } => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
         }

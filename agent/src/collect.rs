@@ -17,11 +17,19 @@ fn refresh_kind() -> RefreshKind {
 
 fn ratio(percent: f32) -> f64 {
     let r = f64::from(percent) / 100.0;
-    if r.is_finite() { r.clamp(0.0, 1.0) } else { 0.0 }
+    if r.is_finite() {
+        r.clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
 }
 
 fn non_negative(value: f64) -> f64 {
-    if value.is_finite() { value.max(0.0) } else { 0.0 }
+    if value.is_finite() {
+        value.max(0.0)
+    } else {
+        0.0
+    }
 }
 
 impl HostCollector {

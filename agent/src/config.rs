@@ -52,9 +52,11 @@ impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, Error> {
         let source = ConfigSource::read(path).map_err(Error::Config)?;
         let raw: RawConfig = source.parse().map_err(Error::Config)?;
-        let at = |span: std::ops::Range<usize>, msg: String| Error::Config(source.error_at(span, msg));
+        let at =
+            |span: std::ops::Range<usize>, msg: String| Error::Config(source.error_at(span, msg));
 
-        let id = AgentId::new(raw.id.get_ref()).map_err(|e| at(raw.id.span(), format!("id: {}", e.reason)))?;
+        let id = AgentId::new(raw.id.get_ref())
+            .map_err(|e| at(raw.id.span(), format!("id: {}", e.reason)))?;
         let listed = raw.controllers.get_ref();
         if listed.is_empty() || listed.len() > MAX_CONTROLLERS {
             return Err(at(
@@ -77,12 +79,18 @@ impl AgentConfig {
             controllers.push(text.clone());
         }
         let interval = match &raw.interval {
-            Some(v) => parse_duration(&source, v, Duration::from_millis(100), Duration::from_secs(3600))
-                .map_err(Error::Config)?,
+            Some(v) => parse_duration(
+                &source,
+                v,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            )
+            .map_err(Error::Config)?,
             None => DEFAULT_INTERVAL,
         };
         let buffer = match &raw.buffer {
-            Some(v) => parse_duration(&source, v, Duration::ZERO, Duration::from_secs(24 * 3600)).map_err(Error::Config)?,
+            Some(v) => parse_duration(&source, v, Duration::ZERO, Duration::from_secs(24 * 3600))
+                .map_err(Error::Config)?,
             None => DEFAULT_BUFFER,
         };
         let buffer_reports = usize::try_from(buffer.as_millis() / interval.as_millis().max(1))
@@ -103,6 +111,8 @@ impl AgentConfig {
     /// A configuration mistake located at the `id` key.
     pub(crate) fn id_error(&self, message: String) -> Error {
         let text = std::fs::read_to_string(&self.source).unwrap_or_default();
-        Error::Config(ConfigSource::from_text(&self.source, text).error_at(self.id_span.clone(), message))
+        Error::Config(
+            ConfigSource::from_text(&self.source, text).error_at(self.id_span.clone(), message),
+        )
     }
 }

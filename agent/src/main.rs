@@ -23,7 +23,10 @@ fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
     // One thread is plenty for one stream and a timer, and keeps the agent small.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");

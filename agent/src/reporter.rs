@@ -64,7 +64,9 @@ impl Backoff {
 enum SessionEnd {
     Stopped,
     /// A follower answered; go to the leader it named, if any.
-    NotLeader { hint: Option<String> },
+    NotLeader {
+        hint: Option<String>,
+    },
     Failed(String),
 }
 
@@ -120,7 +122,8 @@ impl Reporter {
                 version: leitstand_proto::VERSION.to_owned(),
                 checks: Vec::new(),
                 actions: Vec::new(),
-                report_interval_ms: u32::try_from(self.config.interval.as_millis()).unwrap_or(u32::MAX),
+                report_interval_ms: u32::try_from(self.config.interval.as_millis())
+                    .unwrap_or(u32::MAX),
                 incarnation: self.incarnation,
             })),
         }
@@ -135,7 +138,8 @@ impl Reporter {
         let mut hints_in_a_row = 0u32;
         loop {
             let address = leader_hint.take().unwrap_or_else(|| {
-                let a = self.config.controllers[next_controller % self.config.controllers.len()].clone();
+                let a = self.config.controllers[next_controller % self.config.controllers.len()]
+                    .clone();
                 next_controller = next_controller.wrapping_add(1);
                 a
             });
@@ -146,7 +150,9 @@ impl Reporter {
             }
             let delay = match end {
                 SessionEnd::Stopped => return,
-                SessionEnd::NotLeader { hint: Some(hint) } if hints_in_a_row < MAX_HINTS_IN_A_ROW => {
+                SessionEnd::NotLeader { hint: Some(hint) }
+                    if hints_in_a_row < MAX_HINTS_IN_A_ROW =>
+                {
                     hints_in_a_row += 1;
                     tracing::info!(controller = %address, leader = %hint, "following the leader hint");
                     leader_hint = Some(hint);
@@ -231,15 +237,24 @@ impl Reporter {
         };
         let welcome = match first {
             Err(_) => return SessionEnd::Failed("no Welcome within 10 s".into()),
-            Ok(Err(status)) => return SessionEnd::Failed(format!("{:?}: {}", status.code(), status.message())),
-            Ok(Ok(None)) => return SessionEnd::Failed("the controller closed the stream before Welcome".into()),
+            Ok(Err(status)) => {
+                return SessionEnd::Failed(format!("{:?}: {}", status.code(), status.message()));
+            }
+            Ok(Ok(None)) => {
+                return SessionEnd::Failed("the controller closed the stream before Welcome".into());
+            }
             Ok(Ok(Some(v1::ControllerMessage { kind }))) => match kind {
                 Some(controller_message::Kind::Welcome(welcome)) => welcome,
                 Some(controller_message::Kind::NotLeader(not_leader)) => {
-                    let hint = Some(not_leader.leader_hint).filter(|h| !h.is_empty() && h != address);
+                    let hint =
+                        Some(not_leader.leader_hint).filter(|h| !h.is_empty() && h != address);
                     return SessionEnd::NotLeader { hint };
                 }
-                _ => return SessionEnd::Failed("the controller's first message was not Welcome".into()),
+                _ => {
+                    return SessionEnd::Failed(
+                        "the controller's first message was not Welcome".into(),
+                    );
+                }
             },
         };
         self.buffer.retain(|r| r.seq > welcome.last_acked_seq);
@@ -318,7 +333,10 @@ fn refuse_action(request: v1::ExecuteAction) -> v1::AgentMessage {
     );
     v1::AgentMessage {
         kind: Some(agent_message::Kind::ActionResult(v1::ActionResult {
-            reason: format!("action {:?} is not in this agent's allowlist", request.action),
+            reason: format!(
+                "action {:?} is not in this agent's allowlist",
+                request.action
+            ),
             decision_id: request.decision_id,
             service: request.service,
             action: request.action,
@@ -342,9 +360,15 @@ mod tests {
         let mut backoff = Backoff { attempt: 0 };
         for _ in 0..100 {
             let d = backoff.next_delay();
-            assert!((BACKOFF_MIN..=BACKOFF_MAX).contains(&d), "{d:?} outside its bounds");
+            assert!(
+                (BACKOFF_MIN..=BACKOFF_MAX).contains(&d),
+                "{d:?} outside its bounds"
+            );
         }
         backoff.reset();
-        assert!(backoff.next_delay() == BACKOFF_MIN, "first delay after reset is the minimum");
+        assert!(
+            backoff.next_delay() == BACKOFF_MIN,
+            "first delay after reset is the minimum"
+        );
     }
 }

@@ -57,11 +57,18 @@ struct RawCluster {
     peers: Spanned<BTreeMap<String, Spanned<String>>>,
 }
 
-fn socket_addr(source: &ConfigSource, value: &Spanned<String>, key: &str) -> Result<SocketAddr, Error> {
+fn socket_addr(
+    source: &ConfigSource,
+    value: &Spanned<String>,
+    key: &str,
+) -> Result<SocketAddr, Error> {
     value.get_ref().parse().map_err(|_| {
         Error::Config(source.error_at(
             value.span(),
-            format!("{key} = {:?} is not an IP address with a port, e.g. \"127.0.0.1:7401\"", value.get_ref()),
+            format!(
+                "{key} = {:?} is not an IP address with a port, e.g. \"127.0.0.1:7401\"",
+                value.get_ref()
+            ),
         ))
     })
 }
@@ -70,7 +77,8 @@ impl ControllerConfig {
     pub fn load(path: &Path) -> Result<Self, Error> {
         let source = ConfigSource::read(path).map_err(Error::Config)?;
         let raw: RawConfig = source.parse().map_err(Error::Config)?;
-        let at = |span: std::ops::Range<usize>, msg: String| Error::Config(source.error_at(span, msg));
+        let at =
+            |span: std::ops::Range<usize>, msg: String| Error::Config(source.error_at(span, msg));
 
         let node_id = NodeId::new(*raw.node_id.get_ref())
             .ok_or_else(|| at(raw.node_id.span(), "node_id must be 1 or more".into()))?;
@@ -83,24 +91,30 @@ impl ControllerConfig {
 
         let mut peers = BTreeMap::new();
         for (id, address) in raw.cluster.peers.get_ref() {
-            let id = id
-                .parse()
-                .ok()
-                .and_then(NodeId::new)
-                .ok_or_else(|| at(raw.cluster.peers.span(), format!("peer id {id:?} is not a node id (1 or more)")))?;
+            let id = id.parse().ok().and_then(NodeId::new).ok_or_else(|| {
+                at(
+                    raw.cluster.peers.span(),
+                    format!("peer id {id:?} is not a node id (1 or more)"),
+                )
+            })?;
             let text = address.get_ref();
             if text
                 .rsplit_once(':')
                 .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
             {
-                return Err(at(address.span(), format!("peer {id} address {text:?} is not host:port")));
+                return Err(at(
+                    address.span(),
+                    format!("peer {id} address {text:?} is not host:port"),
+                ));
             }
             peers.insert(id, text.clone());
         }
         if !peers.contains_key(&node_id) {
             return Err(at(
                 raw.cluster.peers.span(),
-                format!("[cluster] peers must list this node (node_id = {node_id}) with its address"),
+                format!(
+                    "[cluster] peers must list this node (node_id = {node_id}) with its address"
+                ),
             ));
         }
         if peers.len() > 1 {
@@ -120,7 +134,9 @@ impl ControllerConfig {
             if name != "*" && Identifier::new(name).is_err() {
                 return Err(at(
                     rbac_span.clone(),
-                    format!("[rbac] name {name:?} is neither \"*\" nor an operator name (letters, digits, '.', '_', '-')"),
+                    format!(
+                        "[rbac] name {name:?} is neither \"*\" nor an operator name (letters, digits, '.', '_', '-')"
+                    ),
                 ));
             }
         }

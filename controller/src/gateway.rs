@@ -127,7 +127,11 @@ impl AgentGateway for Gateway {
             Err(status) => {
                 if status.code() == Code::PermissionDenied {
                     self.counters.reject(Rejection::WrongKind);
-                    tracing::warn!(reason = Rejection::WrongKind.as_str(), "session refused: {}", status.message());
+                    tracing::warn!(
+                        reason = Rejection::WrongKind.as_str(),
+                        "session refused: {}",
+                        status.message()
+                    );
                 }
                 return Err(status);
             }
@@ -214,7 +218,13 @@ impl SessionTask {
                     "the first message of a session must be a Hello",
                 ));
             }
-            Err(e) => return Err(Refusal::new(Rejection::InvalidMessage, Code::InvalidArgument, e.to_string())),
+            Err(e) => {
+                return Err(Refusal::new(
+                    Rejection::InvalidMessage,
+                    Code::InvalidArgument,
+                    e.to_string(),
+                ));
+            }
         };
         let certified = AgentId::from(self.peer.identity.name().clone());
         if hello.agent_id != certified {
@@ -234,7 +244,10 @@ impl SessionTask {
             return Err(Refusal::new(
                 Rejection::TooManyAgents,
                 Code::ResourceExhausted,
-                format!("this controller serves at most {} agents", crate::registry::MAX_AGENTS),
+                format!(
+                    "this controller serves at most {} agents",
+                    crate::registry::MAX_AGENTS
+                ),
             ));
         };
         tracing::info!(agent = %agent, %version, peer = %self.peer.remote_addr, "agent connected");

@@ -86,7 +86,9 @@ impl Controller {
             source,
         })?;
         if config.metrics_listen.is_some() {
-            tracing::warn!("metrics_listen is set, but the metrics endpoint is not available yet; ignored");
+            tracing::warn!(
+                "metrics_listen is set, but the metrics endpoint is not available yet; ignored"
+            );
         }
 
         let registry = Arc::new(registry::Registry::default());
@@ -159,7 +161,9 @@ impl Controller {
     }
 
     pub fn reports_accepted(&self) -> u64 {
-        self.counters.reports_accepted.load(std::sync::atomic::Ordering::Relaxed)
+        self.counters
+            .reports_accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether `agent` has an open session.

@@ -18,11 +18,18 @@ pub(crate) struct PeerService {
 
 #[tonic::async_trait]
 impl Peer for PeerService {
-    async fn raft(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftDone>, Status> {
+    async fn raft(
+        &self,
+        request: Request<Streaming<RaftBatch>>,
+    ) -> Result<Response<RaftDone>, Status> {
         let peer = require_kind(&request, PeerKind::Controller).inspect_err(|status| {
             if status.code() == Code::PermissionDenied {
                 self.counters.reject(Rejection::WrongKind);
-                tracing::warn!(reason = Rejection::WrongKind.as_str(), "peer stream refused: {}", status.message());
+                tracing::warn!(
+                    reason = Rejection::WrongKind.as_str(),
+                    "peer stream refused: {}",
+                    status.message()
+                );
             }
         })?;
         tracing::warn!(peer = %peer.identity, "Raft traffic from a peer, but this controller runs as a single node");

@@ -41,7 +41,9 @@ pub(crate) struct Registration {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Accepted {
     New,
-    Duplicate { last_seq: u64 },
+    Duplicate {
+        last_seq: u64,
+    },
     /// The session was replaced by a newer one of the same agent.
     Stale,
 }
@@ -50,13 +52,18 @@ impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, AgentRecord>> {
         // Every critical section below leaves the map consistent at each
         // statement, so a poisoned lock holds valid data.
-        self.agents.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Registers a session for `hello.agent_id`, ending any older session.
     /// `None` when the agent is new and the limit is reached.
     pub(crate) fn register(&self, hello: Hello) -> Option<Registration> {
-        let session = self.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let session = self
+            .next_session
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let (tx, rx) = oneshot::channel();
         let mut agents = self.lock();
         let last_acked_seq = match agents.get_mut(&hello.agent_id) {
@@ -125,10 +132,14 @@ impl Registry {
     }
 
     pub(crate) fn is_connected(&self, agent: &AgentId) -> bool {
-        self.lock().get(agent).is_some_and(|r| r.supersede.is_some())
+        self.lock()
+            .get(agent)
+            .is_some_and(|r| r.supersede.is_some())
     }
 
     pub(crate) fn latest(&self, agent: &AgentId) -> Option<(u64, Option<Report>)> {
-        self.lock().get(agent).map(|r| (r.last_seq, r.latest_report.clone()))
+        self.lock()
+            .get(agent)
+            .map(|r| (r.last_seq, r.latest_report.clone()))
     }
 }

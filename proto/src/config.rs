@@ -34,7 +34,9 @@ impl ConfigSource {
                 path: path.to_owned(),
                 line: 1,
                 column: 1,
-                message: format!("the file has {len} bytes; configuration files are at most {MAX_CONFIG_BYTES}"),
+                message: format!(
+                    "the file has {len} bytes; configuration files are at most {MAX_CONFIG_BYTES}"
+                ),
             });
         }
         let text = std::fs::read_to_string(path).map_err(read_error)?;
@@ -91,7 +93,9 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before.get(line_start..).map_or(1, |s| s.chars().count() + 1);
+    let column = before
+        .get(line_start..)
+        .map_or(1, |s| s.chars().count() + 1);
     (line, column)
 }
 
@@ -105,7 +109,10 @@ pub fn parse_duration(
     let parsed = humantime::parse_duration(value.get_ref()).map_err(|e| {
         source.error_at(
             value.span(),
-            format!("{:?} is not a duration ({e}); write e.g. \"200ms\", \"1s\" or \"10m\"", value.get_ref()),
+            format!(
+                "{:?} is not a duration ({e}); write e.g. \"200ms\", \"1s\" or \"10m\"",
+                value.get_ref()
+            ),
         )
     })?;
     if parsed < min || parsed > max {
@@ -141,7 +148,12 @@ mod tests {
     #[test]
     fn syntax_and_schema_errors_name_line_and_column() {
         let cases = [
-            ("id = \"a\"\ninterval = \"1s\"\nbogus = 1\n", 3, 1, "unknown field `bogus`"),
+            (
+                "id = \"a\"\ninterval = \"1s\"\nbogus = 1\n",
+                3,
+                1,
+                "unknown field `bogus`",
+            ),
             ("id = \"a\"\ninterval = 5\n", 2, 12, "invalid type"),
             ("id = \"a\"\n\ninterval = \"1s\" x\n", 3, 17, ""),
         ];
@@ -165,13 +177,28 @@ mod tests {
     fn durations_are_parsed_and_bounded_with_their_location() {
         let src = source("id = \"a\"\ninterval = \"2h\"\n");
         let sample: Sample = src.parse().expect("valid TOML");
-        let err = parse_duration(&src, &sample.interval, Duration::from_millis(100), Duration::from_secs(3600))
-            .expect_err("2h is above the bound");
-        assert!(err.to_string().starts_with("/etc/leitstand/agent.toml:2:12: \"2h\" is out of range"), "{err}");
+        let err = parse_duration(
+            &src,
+            &sample.interval,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )
+        .expect_err("2h is above the bound");
+        assert!(
+            err.to_string()
+                .starts_with("/etc/leitstand/agent.toml:2:12: \"2h\" is out of range"),
+            "{err}"
+        );
         let ok = source("id = \"a\"\ninterval = \"250ms\"\n");
         let sample: Sample = ok.parse().expect("valid TOML");
         assert_eq!(
-            parse_duration(&ok, &sample.interval, Duration::ZERO, Duration::from_secs(1)).expect("in range"),
+            parse_duration(
+                &ok,
+                &sample.interval,
+                Duration::ZERO,
+                Duration::from_secs(1)
+            )
+            .expect("in range"),
             Duration::from_millis(250)
         );
     }
@@ -179,7 +206,13 @@ mod tests {
     #[test]
     fn relative_paths_resolve_against_the_file() {
         let src = source("");
-        assert_eq!(src.resolve(Path::new("pki/ca.pem")), PathBuf::from("/etc/leitstand/pki/ca.pem"));
-        assert_eq!(src.resolve(Path::new("/abs/ca.pem")), PathBuf::from("/abs/ca.pem"));
+        assert_eq!(
+            src.resolve(Path::new("pki/ca.pem")),
+            PathBuf::from("/etc/leitstand/pki/ca.pem")
+        );
+        assert_eq!(
+            src.resolve(Path::new("/abs/ca.pem")),
+            PathBuf::from("/abs/ca.pem")
+        );
     }
 }

@@ -72,7 +72,10 @@ impl Identifier {
         if value.is_empty() || value.len() > MAX_IDENTIFIER_BYTES {
             return Err(InvalidMessage::new(
                 "identifier",
-                format!("must be 1 to {MAX_IDENTIFIER_BYTES} bytes, has {}", value.len()),
+                format!(
+                    "must be 1 to {MAX_IDENTIFIER_BYTES} bytes, has {}",
+                    value.len()
+                ),
             ));
         }
         if let Some(bad) = value
@@ -148,7 +151,10 @@ fn identifier(field: &str, value: &str) -> Result<Identifier, InvalidMessage> {
 
 fn bounded_text(field: &str, value: &str, max: usize) -> Result<(), InvalidMessage> {
     if value.len() > max {
-        Err(InvalidMessage::new(field, format!("has {} bytes, at most {max} allowed", value.len())))
+        Err(InvalidMessage::new(
+            field,
+            format!("has {} bytes, at most {max} allowed", value.len()),
+        ))
     } else {
         Ok(())
     }
@@ -156,7 +162,10 @@ fn bounded_text(field: &str, value: &str, max: usize) -> Result<(), InvalidMessa
 
 fn bounded_list<T>(field: &str, list: &[T], max: usize) -> Result<(), InvalidMessage> {
     if list.len() > max {
-        Err(InvalidMessage::new(field, format!("has {} entries, at most {max} allowed", list.len())))
+        Err(InvalidMessage::new(
+            field,
+            format!("has {} entries, at most {max} allowed", list.len()),
+        ))
     } else {
         Ok(())
     }
@@ -174,7 +183,10 @@ fn unit_interval(field: &str, value: f64) -> Result<(), InvalidMessage> {
     if (0.0..=1.0).contains(&value) {
         Ok(())
     } else {
-        Err(InvalidMessage::new(field, format!("{value} is outside 0.0..=1.0")))
+        Err(InvalidMessage::new(
+            field,
+            format!("{value} is outside 0.0..=1.0"),
+        ))
     }
 }
 
@@ -182,17 +194,27 @@ fn positive_time(field: &str, unix_ms: i64) -> Result<(), InvalidMessage> {
     if unix_ms > 0 {
         Ok(())
     } else {
-        Err(InvalidMessage::new(field, "must be milliseconds since the Unix epoch, > 0"))
+        Err(InvalidMessage::new(
+            field,
+            "must be milliseconds since the Unix epoch, > 0",
+        ))
     }
 }
 
-fn unique_identifiers(field: &str, names: &[String], max: usize) -> Result<Vec<Identifier>, InvalidMessage> {
+fn unique_identifiers(
+    field: &str,
+    names: &[String],
+    max: usize,
+) -> Result<Vec<Identifier>, InvalidMessage> {
     bounded_list(field, names, max)?;
     let mut out: Vec<Identifier> = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
         let id = identifier(&format!("{field}[{i}]"), name)?;
         if out.contains(&id) {
-            return Err(InvalidMessage::new(format!("{field}[{i}]"), format!("{name:?} appears twice")));
+            return Err(InvalidMessage::new(
+                format!("{field}[{i}]"),
+                format!("{name:?} appears twice"),
+            ));
         }
         out.push(id);
     }
@@ -214,7 +236,9 @@ impl TryFrom<v1::AgentMessage> for AgentMessage {
         match msg.kind {
             Some(Kind::Hello(h)) => Hello::try_from(h).map(AgentMessage::Hello),
             Some(Kind::Report(r)) => Report::try_from(r).map(AgentMessage::Report),
-            Some(Kind::ActionResult(a)) => ActionResult::try_from(a).map(AgentMessage::ActionResult),
+            Some(Kind::ActionResult(a)) => {
+                ActionResult::try_from(a).map(AgentMessage::ActionResult)
+            }
             None => Err(InvalidMessage::new("agent_message.kind", "empty message")),
         }
     }
@@ -248,7 +272,10 @@ impl TryFrom<v1::Hello> for Hello {
         if !(MIN_REPORT_INTERVAL_MS..=MAX_REPORT_INTERVAL_MS).contains(&h.report_interval_ms) {
             return Err(InvalidMessage::new(
                 "hello.report_interval_ms",
-                format!("{} is outside {MIN_REPORT_INTERVAL_MS}..={MAX_REPORT_INTERVAL_MS}", h.report_interval_ms),
+                format!(
+                    "{} is outside {MIN_REPORT_INTERVAL_MS}..={MAX_REPORT_INTERVAL_MS}",
+                    h.report_interval_ms
+                ),
             ));
         }
         if h.incarnation == 0 {
@@ -281,9 +308,10 @@ impl CheckStatus {
             Ok(v1::CheckStatus::Warning) => Ok(CheckStatus::Warning),
             Ok(v1::CheckStatus::Critical) => Ok(CheckStatus::Critical),
             Ok(v1::CheckStatus::Unknown) => Ok(CheckStatus::Unknown),
-            Ok(v1::CheckStatus::Unspecified) | Err(_) => {
-                Err(InvalidMessage::new(field, format!("{value} is not a check status")))
-            }
+            Ok(v1::CheckStatus::Unspecified) | Err(_) => Err(InvalidMessage::new(
+                field,
+                format!("{value} is not a check status"),
+            )),
         }
     }
 }
@@ -313,7 +341,10 @@ impl TryFrom<v1::Report> for Report {
     type Error = InvalidMessage;
     fn try_from(r: v1::Report) -> Result<Self, Self::Error> {
         if r.seq == 0 {
-            return Err(InvalidMessage::new("report.seq", "sequence numbers start at 1"));
+            return Err(InvalidMessage::new(
+                "report.seq",
+                "sequence numbers start at 1",
+            ));
         }
         positive_time("report.observed_at_unix_ms", r.observed_at_unix_ms)?;
         if let Some(host) = &r.host {
@@ -342,7 +373,11 @@ impl TryFrom<v1::Report> for Report {
 
 fn validate_host_metrics(h: &v1::HostMetrics) -> Result<(), InvalidMessage> {
     unit_interval("report.host.cpu_utilization", h.cpu_utilization)?;
-    bounded_list("report.host.cpu_utilization_per_core", &h.cpu_utilization_per_core, MAX_CORES)?;
+    bounded_list(
+        "report.host.cpu_utilization_per_core",
+        &h.cpu_utilization_per_core,
+        MAX_CORES,
+    )?;
     for (i, u) in h.cpu_utilization_per_core.iter().enumerate() {
         unit_interval(&format!("report.host.cpu_utilization_per_core[{i}]"), *u)?;
     }
@@ -357,25 +392,45 @@ fn validate_host_metrics(h: &v1::HostMetrics) -> Result<(), InvalidMessage> {
         }
     }
     if h.memory_used_bytes > h.memory_total_bytes {
-        return Err(InvalidMessage::new("report.host.memory_used_bytes", "exceeds memory_total_bytes"));
+        return Err(InvalidMessage::new(
+            "report.host.memory_used_bytes",
+            "exceeds memory_total_bytes",
+        ));
     }
     if h.swap_used_bytes > h.swap_total_bytes {
-        return Err(InvalidMessage::new("report.host.swap_used_bytes", "exceeds swap_total_bytes"));
+        return Err(InvalidMessage::new(
+            "report.host.swap_used_bytes",
+            "exceeds swap_total_bytes",
+        ));
     }
     bounded_list("report.host.filesystems", &h.filesystems, MAX_FILESYSTEMS)?;
     for (i, fs) in h.filesystems.iter().enumerate() {
         let field = format!("report.host.filesystems[{i}]");
         if fs.mountpoint.is_empty() {
-            return Err(InvalidMessage::new(format!("{field}.mountpoint"), "must not be empty"));
+            return Err(InvalidMessage::new(
+                format!("{field}.mountpoint"),
+                "must not be empty",
+            ));
         }
-        bounded_text(&format!("{field}.mountpoint"), &fs.mountpoint, MAX_MOUNTPOINT_BYTES)?;
+        bounded_text(
+            &format!("{field}.mountpoint"),
+            &fs.mountpoint,
+            MAX_MOUNTPOINT_BYTES,
+        )?;
         bounded_text(&format!("{field}.device"), &fs.device, MAX_DEVICE_BYTES)?;
         bounded_text(&format!("{field}.type"), &fs.r#type, MAX_FS_TYPE_BYTES)?;
         if fs.used_bytes > fs.total_bytes {
-            return Err(InvalidMessage::new(format!("{field}.used_bytes"), "exceeds total_bytes"));
+            return Err(InvalidMessage::new(
+                format!("{field}.used_bytes"),
+                "exceeds total_bytes",
+            ));
         }
     }
-    bounded_list("report.host.network_interfaces", &h.network_interfaces, MAX_INTERFACES)?;
+    bounded_list(
+        "report.host.network_interfaces",
+        &h.network_interfaces,
+        MAX_INTERFACES,
+    )?;
     for (i, nic) in h.network_interfaces.iter().enumerate() {
         let field = format!("report.host.network_interfaces[{i}].name");
         if nic.name.is_empty() {
@@ -383,15 +438,25 @@ fn validate_host_metrics(h: &v1::HostMetrics) -> Result<(), InvalidMessage> {
         }
         bounded_text(&field, &nic.name, MAX_INTERFACE_NAME_BYTES)?;
     }
-    bounded_list("report.host.temperatures", &h.temperatures, MAX_TEMPERATURES)?;
+    bounded_list(
+        "report.host.temperatures",
+        &h.temperatures,
+        MAX_TEMPERATURES,
+    )?;
     for (i, t) in h.temperatures.iter().enumerate() {
         let field = format!("report.host.temperatures[{i}]");
         if t.sensor.is_empty() {
-            return Err(InvalidMessage::new(format!("{field}.sensor"), "must not be empty"));
+            return Err(InvalidMessage::new(
+                format!("{field}.sensor"),
+                "must not be empty",
+            ));
         }
         bounded_text(&format!("{field}.sensor"), &t.sensor, MAX_SENSOR_BYTES)?;
         if !(t.celsius.is_finite() && (-273.15..=1000.0).contains(&t.celsius)) {
-            return Err(InvalidMessage::new(format!("{field}.celsius"), "must be within -273.15..=1000"));
+            return Err(InvalidMessage::new(
+                format!("{field}.celsius"),
+                "must be within -273.15..=1000",
+            ));
         }
     }
     Ok(())
@@ -412,16 +477,25 @@ impl CheckResult {
         let name = identifier(&format!("{field}.name"), &c.name)?;
         let status = CheckStatus::from_wire(&format!("{field}.status"), c.status)?;
         bounded_text(&format!("{field}.summary"), &c.summary, MAX_SUMMARY_BYTES)?;
-        positive_time(&format!("{field}.observed_at_unix_ms"), c.observed_at_unix_ms)?;
+        positive_time(
+            &format!("{field}.observed_at_unix_ms"),
+            c.observed_at_unix_ms,
+        )?;
         bounded_list(&format!("{field}.perf"), &c.perf, MAX_PERF_DATA)?;
         for (i, p) in c.perf.iter().enumerate() {
             let pf = format!("{field}.perf[{i}]");
             if p.label.is_empty() {
-                return Err(InvalidMessage::new(format!("{pf}.label"), "must not be empty"));
+                return Err(InvalidMessage::new(
+                    format!("{pf}.label"),
+                    "must not be empty",
+                ));
             }
             bounded_text(&format!("{pf}.label"), &p.label, MAX_PERF_LABEL_BYTES)?;
             bounded_text(&format!("{pf}.unit"), &p.unit, MAX_PERF_UNIT_BYTES)?;
-            for v in [Some(p.value), p.warn, p.crit, p.min, p.max].into_iter().flatten() {
+            for v in [Some(p.value), p.warn, p.crit, p.min, p.max]
+                .into_iter()
+                .flatten()
+            {
                 finite(&pf, v)?;
             }
         }
@@ -447,8 +521,13 @@ impl TryFrom<Option<v1::FencingToken>> for FencingToken {
     type Error = InvalidMessage;
     fn try_from(t: Option<v1::FencingToken>) -> Result<Self, Self::Error> {
         match t {
-            Some(v1::FencingToken { term, index }) if term > 0 && index > 0 => Ok(FencingToken { term, index }),
-            Some(_) => Err(InvalidMessage::new("fencing_token", "term and index must be >= 1")),
+            Some(v1::FencingToken { term, index }) if term > 0 && index > 0 => {
+                Ok(FencingToken { term, index })
+            }
+            Some(_) => Err(InvalidMessage::new(
+                "fencing_token",
+                "term and index must be >= 1",
+            )),
             None => Err(InvalidMessage::new("fencing_token", "missing")),
         }
     }
@@ -580,7 +659,10 @@ mod tests {
         check_hello(|h| h.agent_id = "a/b".into(), "hello.agent_id");
         check_hello(|h| h.version = String::new(), "hello.version");
         check_hello(|h| h.checks = vec!["a".into(); 2], "hello.checks[1]");
-        check_hello(|h| h.actions = (0..257).map(|i| format!("a{i}")).collect(), "hello.actions");
+        check_hello(
+            |h| h.actions = (0..257).map(|i| format!("a{i}")).collect(),
+            "hello.actions",
+        );
         check_hello(|h| h.report_interval_ms = 10, "hello.report_interval_ms");
         check_hello(|h| h.incarnation = 0, "hello.incarnation");
     }
@@ -598,8 +680,14 @@ mod tests {
             "report.host.memory_used_bytes",
         );
         check_report(|r| r.checks[0].status = 0, "report.checks[0].status");
-        check_report(|r| r.checks[0].summary = "x".repeat(1025), "report.checks[0].summary");
-        check_report(|r| r.checks.push(r.checks[0].clone()), "report.checks[1].name");
+        check_report(
+            |r| r.checks[0].summary = "x".repeat(1025),
+            "report.checks[0].summary",
+        );
+        check_report(
+            |r| r.checks.push(r.checks[0].clone()),
+            "report.checks[1].name",
+        );
         check_report(
             |r| r.checks = (0..257).map(|_| r.checks[0].clone()).collect(),
             "report.checks",

@@ -83,9 +83,9 @@ const MAX_TRUST_DOMAIN: usize = 255;
 pub(crate) fn validate_trust_domain(td: &str) -> Result<(), IdentityError> {
     let ok = !td.is_empty()
         && td.len() <= MAX_TRUST_DOMAIN
-        && td
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
+        && td.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        });
     if ok {
         Ok(())
     } else {
@@ -105,8 +105,12 @@ impl SpiffeId {
     }
 
     pub fn parse(uri: &str) -> Result<Self, IdentityError> {
-        let rest = uri.strip_prefix("spiffe://").ok_or(IdentityError::NotSpiffe)?;
-        let (trust_domain, path) = rest.split_once('/').ok_or_else(|| IdentityError::Path(String::new()))?;
+        let rest = uri
+            .strip_prefix("spiffe://")
+            .ok_or(IdentityError::NotSpiffe)?;
+        let (trust_domain, path) = rest
+            .split_once('/')
+            .ok_or_else(|| IdentityError::Path(String::new()))?;
         let mut segments = path.split('/');
         match (segments.next(), segments.next(), segments.next()) {
             (Some(kind), Some(name), None) => SpiffeId::new(trust_domain, kind.parse()?, name),
@@ -118,7 +122,6 @@ impl SpiffeId {
     pub fn from_certificate(der: &[u8]) -> Result<Self, IdentityError> {
         leaf_identity(der).map(|(id, _)| id)
     }
-
 
     /// Fails unless the identity belongs to `trust_domain`.
     pub fn require_trust_domain(&self, trust_domain: &str) -> Result<(), IdentityError> {
@@ -145,13 +148,18 @@ impl SpiffeId {
 
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "spiffe://{}/{}/{}", self.trust_domain, self.kind, self.name)
+        write!(
+            f,
+            "spiffe://{}/{}/{}",
+            self.trust_domain, self.kind, self.name
+        )
     }
 }
 
 /// The SPIFFE identity and the serial number of a DER certificate.
 pub(crate) fn leaf_identity(der: &[u8]) -> Result<(SpiffeId, Vec<u8>), IdentityError> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::Unparsable(e.to_string()))?;
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| IdentityError::Unparsable(e.to_string()))?;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| IdentityError::Unparsable(e.to_string()))?
@@ -183,14 +191,16 @@ pub struct PeerInfo {
 
 /// The verified peer of a gRPC request served through [`crate::tls::incoming`].
 pub fn peer_info<T>(request: &tonic::Request<T>) -> Result<&PeerInfo, tonic::Status> {
-    request
-        .extensions()
-        .get::<PeerInfo>()
-        .ok_or_else(|| tonic::Status::unauthenticated("no verified client certificate on this connection"))
+    request.extensions().get::<PeerInfo>().ok_or_else(|| {
+        tonic::Status::unauthenticated("no verified client certificate on this connection")
+    })
 }
 
 /// The caller's identity if it is of `kind`; PERMISSION_DENIED otherwise.
-pub fn require_kind<T>(request: &tonic::Request<T>, kind: PeerKind) -> Result<&PeerInfo, tonic::Status> {
+pub fn require_kind<T>(
+    request: &tonic::Request<T>,
+    kind: PeerKind,
+) -> Result<&PeerInfo, tonic::Status> {
     let peer = peer_info(request)?;
     if peer.identity.kind() == kind {
         Ok(peer)
@@ -213,17 +223,29 @@ mod tests {
         assert_eq!(id.trust_domain(), "stadt.example");
         assert_eq!(id.kind(), PeerKind::Agent);
         assert_eq!(id.name().as_str(), "ww-hengsteysee-1");
-        assert_eq!(id.to_string(), "spiffe://stadt.example/agent/ww-hengsteysee-1");
+        assert_eq!(
+            id.to_string(),
+            "spiffe://stadt.example/agent/ww-hengsteysee-1"
+        );
     }
 
     #[test]
     fn rejects_malformed_uris() {
         let cases = [
             ("https://stadt.example/agent/a", IdentityError::NotSpiffe),
-            ("spiffe://Stadt/agent/a", IdentityError::TrustDomain("Stadt".into())),
+            (
+                "spiffe://Stadt/agent/a",
+                IdentityError::TrustDomain("Stadt".into()),
+            ),
             ("spiffe://stadt/agent", IdentityError::Path("agent".into())),
-            ("spiffe://stadt/agent/a/b", IdentityError::Path("agent/a/b".into())),
-            ("spiffe://stadt/robot/a", IdentityError::UnknownKind("robot".into())),
+            (
+                "spiffe://stadt/agent/a/b",
+                IdentityError::Path("agent/a/b".into()),
+            ),
+            (
+                "spiffe://stadt/robot/a",
+                IdentityError::UnknownKind("robot".into()),
+            ),
         ];
         for (uri, expected) in cases {
             assert_eq!(SpiffeId::parse(uri), Err(expected), "{uri}");

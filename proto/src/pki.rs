@@ -12,9 +12,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-    RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -105,7 +105,9 @@ fn refuse_existing(paths: &[&Path], force: bool) -> Result<(), Error> {
         return Ok(());
     }
     match paths.iter().find(|p| p.exists()) {
-        Some(p) => Err(Error::AlreadyExists { path: p.to_path_buf() }),
+        Some(p) => Err(Error::AlreadyExists {
+            path: p.to_path_buf(),
+        }),
         None => Ok(()),
     }
 }
@@ -117,7 +119,10 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
         source,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -163,7 +168,8 @@ pub fn init(dir: &Path, trust_domain: &str, force: bool) -> Result<Written, Erro
     refuse_existing(&[&cert_file, &key_file, &crl_file], force)?;
     create_dir(dir)?;
 
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(pki_error("generate the CA key"))?;
+    let key =
+        KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(pki_error("generate the CA key"))?;
     let mut params = CertificateParams::default();
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::minutes(1);
@@ -177,8 +183,14 @@ pub fn init(dir: &Path, trust_domain: &str, force: bool) -> Result<Written, Erro
         KeyUsagePurpose::DigitalSignature,
     ];
     let uri = format!("spiffe://{trust_domain}");
-    params.subject_alt_names = vec![SanType::URI(uri.clone().try_into().map_err(pki_error("trust domain URI"))?)];
-    let cert = params.self_signed(&key).map_err(pki_error("sign the CA certificate"))?;
+    params.subject_alt_names = vec![SanType::URI(
+        uri.clone()
+            .try_into()
+            .map_err(pki_error("trust domain URI"))?,
+    )];
+    let cert = params
+        .self_signed(&key)
+        .map_err(pki_error("sign the CA certificate"))?;
 
     write_file(&key_file, key.serialize_pem().as_bytes(), 0o600)?;
     write_file(&cert_file, cert.pem().as_bytes(), 0o644)?;
@@ -198,24 +210,29 @@ fn load_issuer(dir: &Path) -> Result<(Issuer<'static, KeyPair>, String), Error> 
     let key_pem = read(ca_key_path(dir))?;
     let key = KeyPair::from_pem(&key_pem).map_err(pki_error("read ca.key"))?;
     let ca_der = crate::tls::read_certificates(&ca_cert_path(dir))?;
-    let trust_domain = crate::tls::trust_domain_of_ca(&ca_der[0]).ok_or_else(|| Error::Certificate {
-        path: ca_cert_path(dir),
-        reason: "no spiffe://<trust-domain> URI SAN; was it made by `leitstand pki init`?".into(),
-    })?;
+    let trust_domain =
+        crate::tls::trust_domain_of_ca(&ca_der[0]).ok_or_else(|| Error::Certificate {
+            path: ca_cert_path(dir),
+            reason: "no spiffe://<trust-domain> URI SAN; was it made by `leitstand pki init`?"
+                .into(),
+        })?;
     let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(pki_error("read ca.pem"))?;
     Ok((issuer, trust_domain))
 }
 
 /// Issues a certificate and key for `<kind>/<name>` signed by the CA in `dir`.
 pub fn issue(dir: &Path, request: &IssueRequest) -> Result<Written, Error> {
-    let name = Identifier::new(&request.name).map_err(|e| Error::Pki(format!("--name: {}", e.reason)))?;
+    let name =
+        Identifier::new(&request.name).map_err(|e| Error::Pki(format!("--name: {}", e.reason)))?;
     if request.kind == PeerKind::Controller && request.dns.is_empty() && request.ips.is_empty() {
         return Err(Error::Pki(
             "a controller certificate needs at least one --dns or --ip: clients verify the address they dial".into(),
         ));
     }
     if request.validity.not_after <= request.validity.not_before {
-        return Err(Error::Pki("the certificate would expire before it becomes valid".into()));
+        return Err(Error::Pki(
+            "the certificate would expire before it becomes valid".into(),
+        ));
     }
     let (cert_file, key_file) = (
         cert_path(dir, request.kind, name.as_str()),
@@ -236,24 +253,35 @@ pub fn issue(dir: &Path, request: &IssueRequest) -> Result<Written, Error> {
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = match request.kind {
         // Controllers serve everyone and are clients of their peers.
-        PeerKind::Controller => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        PeerKind::Controller => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
         PeerKind::Agent | PeerKind::Operator => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     let mut sans = vec![SanType::URI(
-        identity.to_string().try_into().map_err(pki_error("SPIFFE URI"))?,
+        identity
+            .to_string()
+            .try_into()
+            .map_err(pki_error("SPIFFE URI"))?,
     )];
     for dns in &request.dns {
         let valid = rustls::pki_types::DnsName::try_from(dns.as_str()).is_ok();
         if !valid {
             return Err(Error::Pki(format!("--dns {dns:?} is not a valid DNS name")));
         }
-        sans.push(SanType::DnsName(dns.clone().try_into().map_err(pki_error("--dns"))?));
+        sans.push(SanType::DnsName(
+            dns.clone().try_into().map_err(pki_error("--dns"))?,
+        ));
     }
     sans.extend(request.ips.iter().map(|ip| SanType::IpAddress(*ip)));
     params.subject_alt_names = sans;
 
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(pki_error("generate the key"))?;
-    let cert = params.signed_by(&key, &issuer).map_err(pki_error("sign the certificate"))?;
+    let key =
+        KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(pki_error("generate the key"))?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(pki_error("sign the certificate"))?;
     create_dir(dir)?;
     write_file(&key_file, key.serialize_pem().as_bytes(), 0o600)?;
     write_file(&cert_file, cert.pem().as_bytes(), 0o644)?;
@@ -278,7 +306,9 @@ fn write_crl(
         revoked_certs,
         key_identifier_method: KeyIdMethod::Sha256,
     };
-    let crl = params.signed_by(issuer).map_err(pki_error("sign the CRL"))?;
+    let crl = params
+        .signed_by(issuer)
+        .map_err(pki_error("sign the CRL"))?;
     let pem = crl.pem().map_err(pki_error("encode the CRL"))?;
     write_file(path, pem.as_bytes(), 0o644)
 }
@@ -301,10 +331,18 @@ pub fn revoke(dir: &Path, kind: PeerKind, name: &str) -> Result<String, Error> {
     let (mut revoked, number) = match std::fs::read(&crl_file) {
         Ok(pem) => existing_revocations(&crl_file, &pem)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), 0),
-        Err(source) => return Err(Error::ReadFile { path: crl_file, source }),
+        Err(source) => {
+            return Err(Error::ReadFile {
+                path: crl_file,
+                source,
+            });
+        }
     };
     let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
-    if !revoked.iter().any(|r| r.serial_number.as_ref() == serial.as_slice()) {
+    if !revoked
+        .iter()
+        .any(|r| r.serial_number.as_ref() == serial.as_slice())
+    {
         revoked.push(RevokedCertParams {
             serial_number: SerialNumber::from_slice(&serial),
             revocation_time: OffsetDateTime::now_utc(),
@@ -323,7 +361,8 @@ fn existing_revocations(path: &Path, pem: &[u8]) -> Result<(Vec<RevokedCertParam
         path: path.to_owned(),
         reason,
     };
-    let der = CertificateRevocationListDer::from_pem_slice(pem).map_err(|e| bad(format!("not a PEM CRL: {e}")))?;
+    let der = CertificateRevocationListDer::from_pem_slice(pem)
+        .map_err(|e| bad(format!("not a PEM CRL: {e}")))?;
     let (_, crl) = CertificateRevocationList::from_der(&der).map_err(|e| bad(e.to_string()))?;
     let number = crl
         .crl_number()

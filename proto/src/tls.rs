@@ -39,7 +39,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::Error;
-use crate::identity::{IdentityError, PeerInfo, PeerKind, SpiffeId, leaf_identity, validate_trust_domain};
+use crate::identity::{
+    IdentityError, PeerInfo, PeerKind, SpiffeId, leaf_identity, validate_trust_domain,
+};
 
 /// A handshake that has not finished after this long is abandoned.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -122,7 +124,8 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Er
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     warn_if_key_is_exposed(path);
     let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| pem_error(path, format!("contains no usable private key ({e})")))
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| pem_error(path, format!("contains no usable private key ({e})")))
 }
 
 fn warn_if_key_is_exposed(path: &Path) {
@@ -190,10 +193,12 @@ impl Material {
             path: files.cert.clone(),
             reason: e.to_string(),
         })?;
-        identity.require_trust_domain(&trust_domain).map_err(|e| Error::Certificate {
-            path: files.cert.clone(),
-            reason: e.to_string(),
-        })?;
+        identity
+            .require_trust_domain(&trust_domain)
+            .map_err(|e| Error::Certificate {
+                path: files.cert.clone(),
+                reason: e.to_string(),
+            })?;
         let crls = read_crls(files.crl.as_deref())?;
         let revoked = revoked_serials(files.crl.as_deref(), &crls)?;
         Ok(Material {
@@ -215,8 +220,17 @@ fn revoked_serials(
     let mut serials = HashSet::new();
     for crl in crls {
         let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(crl)
-            .map_err(|e| pem_error(path.unwrap_or(Path::new("crl")), format!("unparsable CRL ({e})")))?;
-        serials.extend(parsed.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()));
+            .map_err(|e| {
+                pem_error(
+                    path.unwrap_or(Path::new("crl")),
+                    format!("unparsable CRL ({e})"),
+                )
+            })?;
+        serials.extend(
+            parsed
+                .iter_revoked_certificates()
+                .map(|r| r.raw_serial().to_vec()),
+        );
     }
     Ok(serials)
 }
@@ -243,7 +257,9 @@ fn build_server_config(m: &Material) -> Result<ServerConfig, Error> {
         .with_crls(m.crls.clone())
         .only_check_end_entity_revocation()
         .build()
-        .map_err(|e| tls_error("client certificate verifier")(rustls::Error::General(e.to_string())))?;
+        .map_err(|e| {
+            tls_error("client certificate verifier")(rustls::Error::General(e.to_string()))
+        })?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_error("protocol versions"))?
@@ -256,11 +272,14 @@ fn build_server_config(m: &Material) -> Result<ServerConfig, Error> {
 
 fn build_client_config(m: &Material) -> Result<ClientConfig, Error> {
     let provider = crypto_provider();
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(m.roots.clone(), provider.clone())
-        .with_crls(m.crls.clone())
-        .only_check_end_entity_revocation()
-        .build()
-        .map_err(|e| tls_error("server certificate verifier")(rustls::Error::General(e.to_string())))?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        m.roots.clone(),
+        provider.clone(),
+    )
+    .with_crls(m.crls.clone())
+    .only_check_end_entity_revocation()
+    .build()
+    .map_err(|e| tls_error("server certificate verifier")(rustls::Error::General(e.to_string())))?;
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_error("protocol versions"))?
@@ -319,7 +338,10 @@ impl HandshakeRejection {
     }
 
     fn classify(error: &io::Error) -> Self {
-        let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+        let Some(tls) = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        else {
             return HandshakeRejection::Other;
         };
         match tls {
@@ -330,7 +352,9 @@ impl HandshakeRejection {
                 | CertificateError::ExpiredContext { .. }
                 | CertificateError::NotValidYet
                 | CertificateError::NotValidYetContext { .. } => HandshakeRejection::Expired,
-                CertificateError::UnknownIssuer | CertificateError::BadSignature => HandshakeRejection::UnknownIssuer,
+                CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                    HandshakeRejection::UnknownIssuer
+                }
                 _ => HandshakeRejection::Other,
             },
             rustls::Error::PeerIncompatible(_) => HandshakeRejection::Incompatible,
@@ -389,11 +413,13 @@ impl<C> Current<C> {
 fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     // A panic while holding this lock cannot leave a half-written value: the
     // only writer swaps in a fully built configuration.
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl ServerTls {
@@ -443,7 +469,10 @@ impl ServerTls {
 
     fn acceptor(&self) -> (TlsAcceptor, String) {
         let current = read_lock(&self.current);
-        (TlsAcceptor::from(current.config.clone()), current.trust_domain.clone())
+        (
+            TlsAcceptor::from(current.config.clone()),
+            current.trust_domain.clone(),
+        )
     }
 }
 
@@ -456,13 +485,21 @@ pub struct TlsConnection {
 }
 
 impl AsyncRead for TlsConnection {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConnection {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -494,7 +531,10 @@ impl tonic::transport::server::Connected for TlsConnection {
 /// bounded by [`HANDSHAKE_TIMEOUT`]) and yields authenticated connections
 /// for `tonic::transport::Server::serve_with_incoming`. Refusals are logged
 /// with their reason and counted in [`ServerTls::counters`].
-pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>) -> ReceiverStream<Result<TlsConnection, io::Error>> {
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+) -> ReceiverStream<Result<TlsConnection, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let handshakes = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
     tokio::spawn(async move {
@@ -527,7 +567,11 @@ pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>) -> ReceiverStream<Re
     ReceiverStream::new(rx)
 }
 
-async fn handshake(tcp: TcpStream, remote_addr: SocketAddr, tls: &ServerTls) -> Option<TlsConnection> {
+async fn handshake(
+    tcp: TcpStream,
+    remote_addr: SocketAddr,
+    tls: &ServerTls,
+) -> Option<TlsConnection> {
     let _ = tcp.set_nodelay(true);
     let (acceptor, trust_domain) = tls.acceptor();
     let refuse = |reason: HandshakeRejection, detail: &dyn std::fmt::Display| {
@@ -538,9 +582,19 @@ async fn handshake(tcp: TcpStream, remote_addr: SocketAddr, tls: &ServerTls) -> 
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return refuse(HandshakeRejection::classify(&e), &e),
-        Err(_) => return refuse(HandshakeRejection::Timeout, &"handshake did not finish within 10 s"),
+        Err(_) => {
+            return refuse(
+                HandshakeRejection::Timeout,
+                &"handshake did not finish within 10 s",
+            );
+        }
     };
-    let identity = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+    let identity = match stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    {
         Some(leaf) => leaf_identity(leaf).and_then(|(id, serial)| {
             id.require_trust_domain(&trust_domain)?;
             Ok((id, serial))
@@ -642,16 +696,20 @@ impl ClientTls {
             .ok_or_else(|| ConnectError::Address {
                 address: address.to_owned(),
             })?;
-        let server_name = ServerName::try_from(host.to_owned()).map_err(|_| ConnectError::Address {
-            address: address.to_owned(),
-        })?;
+        let server_name =
+            ServerName::try_from(host.to_owned()).map_err(|_| ConnectError::Address {
+                address: address.to_owned(),
+            })?;
         let (config, trust_domain) = {
             let current = read_lock(&self.current);
             (current.config.clone(), current.trust_domain.clone())
         };
         let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
             Ok(result) => result,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no answer within 5 s")),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no answer within 5 s",
+            )),
         }
         .map_err(|source| ConnectError::Tcp {
             address: address.to_owned(),
@@ -661,7 +719,10 @@ impl ClientTls {
         let handshake = TlsConnector::from(config).connect(server_name, tcp);
         let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
             Ok(result) => result,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "handshake did not finish within 10 s")),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "handshake did not finish within 10 s",
+            )),
         }
         .map_err(|source| ConnectError::Handshake {
             address: address.to_owned(),
@@ -691,7 +752,10 @@ impl ClientTls {
     /// A gRPC channel to the controller at `address`, connected now; it
     /// reconnects through [`ClientTls::connect`] with the material current
     /// at that time.
-    pub async fn channel(self: &Arc<Self>, address: &str) -> Result<tonic::transport::Channel, ConnectError> {
+    pub async fn channel(
+        self: &Arc<Self>,
+        address: &str,
+    ) -> Result<tonic::transport::Channel, ConnectError> {
         let channel_error = |source| ConnectError::Channel {
             address: address.to_owned(),
             source,
@@ -713,6 +777,9 @@ impl ClientTls {
                 Ok::<_, ConnectError>(hyper_util::rt::TokioIo::new(stream))
             }
         });
-        endpoint.connect_with_connector(connector).await.map_err(channel_error)
+        endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(channel_error)
     }
 }

@@ -24,11 +24,16 @@ async fn handshake_and_report_round_trip() {
     let tls = pki.client(PeerKind::Agent, "ww-1");
     let (mut session, welcome) = Session::must_open(&tls, controller.local_addr(), "ww-1", 7).await;
     assert_eq!(welcome.node_id, 1);
-    assert_eq!(welcome.last_acked_seq, 0, "a new agent has nothing acknowledged");
+    assert_eq!(
+        welcome.last_acked_seq, 0,
+        "a new agent has nothing acknowledged"
+    );
     session.must_ack(1).await;
     session.must_ack(2).await;
     let agent = leitstand_proto::domain::AgentId::new("ww-1").expect("valid id");
-    let (last_seq, latest) = controller.latest_report(&agent).expect("the controller knows ww-1");
+    let (last_seq, latest) = controller
+        .latest_report(&agent)
+        .expect("the controller knows ww-1");
     assert_eq!(last_seq, 2);
     assert_eq!(latest.expect("a latest report").seq, 2);
     assert!(controller.handshake_counters().accepted() >= 1);
@@ -58,8 +63,10 @@ fn roots(pki: &TestPki) -> Arc<RootCertStore> {
 
 fn client_config(pki: &TestPki, other: &TestPki, client: &Client) -> ClientConfig {
     let cert_of = |p: &TestPki, name: &str| {
-        let chain = read_certificates(&pki::cert_path(&p.dir(), PeerKind::Agent, name)).expect("cert");
-        let key = PrivateKeyDer::from_pem_file(pki::key_path(&p.dir(), PeerKind::Agent, name)).expect("key");
+        let chain =
+            read_certificates(&pki::cert_path(&p.dir(), PeerKind::Agent, name)).expect("cert");
+        let key = PrivateKeyDer::from_pem_file(pki::key_path(&p.dir(), PeerKind::Agent, name))
+            .expect("key");
         (chain, key)
     };
     let tls13 = || {
@@ -72,15 +79,21 @@ fn client_config(pki: &TestPki, other: &TestPki, client: &Client) -> ClientConfi
         Client::NoCertificate => tls13().with_no_client_auth(),
         Client::OtherCa => {
             let (chain, key) = cert_of(other, "intruder");
-            tls13().with_client_auth_cert(chain, key).expect("client cert")
+            tls13()
+                .with_client_auth_cert(chain, key)
+                .expect("client cert")
         }
         Client::Expired => {
             let (chain, key) = cert_of(pki, "expired");
-            tls13().with_client_auth_cert(chain, key).expect("client cert")
+            tls13()
+                .with_client_auth_cert(chain, key)
+                .expect("client cert")
         }
         Client::Revoked => {
             let (chain, key) = cert_of(pki, "revoked");
-            tls13().with_client_auth_cert(chain, key).expect("client cert")
+            tls13()
+                .with_client_auth_cert(chain, key)
+                .expect("client cert")
         }
         Client::Tls12Only => {
             let (chain, key) = cert_of(pki, "valid");
@@ -98,8 +111,13 @@ fn client_config(pki: &TestPki, other: &TestPki, client: &Client) -> ClientConfi
 
 /// Connects, and tries to get one byte of an answer; the connection must
 /// end without one. Returns the client's local address for the log line.
-async fn must_be_refused(config: ClientConfig, address: std::net::SocketAddr) -> std::net::SocketAddr {
-    let tcp = tokio::net::TcpStream::connect(address).await.expect("TCP connect");
+async fn must_be_refused(
+    config: ClientConfig,
+    address: std::net::SocketAddr,
+) -> std::net::SocketAddr {
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("TCP connect");
     let local = tcp.local_addr().expect("local address");
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let server_name = ServerName::try_from("127.0.0.1").expect("server name");
@@ -132,17 +150,26 @@ async fn refuses_bad_certificates_and_old_protocols_with_a_reason() {
 
     let cases = [
         (Client::OtherCa, HandshakeRejection::UnknownIssuer),
-        (Client::NoCertificate, HandshakeRejection::NoClientCertificate),
+        (
+            Client::NoCertificate,
+            HandshakeRejection::NoClientCertificate,
+        ),
         (Client::Expired, HandshakeRejection::Expired),
         (Client::Revoked, HandshakeRejection::Revoked),
         (Client::Tls12Only, HandshakeRejection::Incompatible),
     ];
     for (client, reason) in cases {
         let before = controller.handshake_counters().rejected(reason);
-        let local = must_be_refused(client_config(&pki, &other, &client), controller.local_addr()).await;
-        wait_for(&format!("the {} counter to rise", reason.as_str()), Duration::from_secs(10), || {
-            controller.handshake_counters().rejected(reason) == before + 1
-        })
+        let local = must_be_refused(
+            client_config(&pki, &other, &client),
+            controller.local_addr(),
+        )
+        .await;
+        wait_for(
+            &format!("the {} counter to rise", reason.as_str()),
+            Duration::from_secs(10),
+            || controller.handshake_counters().rejected(reason) == before + 1,
+        )
         .await;
         must_log(&[
             "TLS connection refused",
@@ -176,9 +203,18 @@ async fn an_agent_certificate_cannot_join_as_a_controller_peer() {
         .await
         .expect_err("an agent must not speak Raft");
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("requires a controller certificate"), "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("requires a controller certificate"),
+        "{status:?}"
+    );
     assert_eq!(controller.rejected(Rejection::WrongKind), 1);
-    must_log(&["peer stream refused", "spiffe://test.leitstand.invalid/agent/sneaky"]).await;
+    must_log(&[
+        "peer stream refused",
+        "spiffe://test.leitstand.invalid/agent/sneaky",
+    ])
+    .await;
 
     // And an operator certificate is no agent.
     let operator = pki.client(PeerKind::Operator, "alice");
@@ -208,9 +244,12 @@ async fn clients_refuse_a_server_without_a_controller_certificate() {
     )
     .expect("issue");
     let server_tls = Arc::new(
-        leitstand_proto::tls::ServerTls::load(pki.files(PeerKind::Operator, "fake-controller")).expect("server TLS"),
+        leitstand_proto::tls::ServerTls::load(pki.files(PeerKind::Operator, "fake-controller"))
+            .expect("server TLS"),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let address = listener.local_addr().expect("address");
     let mut incoming = leitstand_proto::tls::incoming(listener, server_tls);
     tokio::spawn(async move {
@@ -218,7 +257,10 @@ async fn clients_refuse_a_server_without_a_controller_certificate() {
         while incoming.next().await.is_some() {}
     });
     let client = pki.client(PeerKind::Agent, "careful");
-    let error = client.connect(&address.to_string()).await.expect_err("not a controller");
+    let error = client
+        .connect(&address.to_string())
+        .await
+        .expect_err("not a controller");
     // Only controller certificates carry the serverAuth key usage, so webpki
     // refuses before the SPIFFE kind is even read.
     let chain = debug_chain(&error);

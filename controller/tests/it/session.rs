@@ -15,21 +15,33 @@ async fn hello_for_another_agent_is_denied_and_others_are_unaffected() {
     let pki = TestPki::new();
     let controller = pki.start_controller().await;
     let address = controller.local_addr();
-    let (mut a2, _) = Session::must_open(&pki.client(PeerKind::Agent, "a2"), address, "a2", 1).await;
+    let (mut a2, _) =
+        Session::must_open(&pki.client(PeerKind::Agent, "a2"), address, "a2", 1).await;
     a2.must_ack(1).await;
 
     let a1 = pki.client(PeerKind::Agent, "a1");
     let status = match Session::open(&a1, address, "a2", 1).await {
         Err(status) => status,
         Ok((mut session, first)) => {
-            assert!(crate::support::is_welcome(&first).is_none(), "a1 must not be welcomed as a2");
+            assert!(
+                crate::support::is_welcome(&first).is_none(),
+                "a1 must not be welcomed as a2"
+            );
             session.must_end_with(tonic::Code::PermissionDenied).await
         }
     };
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("certificate is for agent \"a1\""), "{status:?}");
+    assert!(
+        status.message().contains("certificate is for agent \"a1\""),
+        "{status:?}"
+    );
     assert_eq!(controller.rejected(Rejection::IdentityMismatch), 1);
-    must_log(&["agent session refused", "reason=\"identity_mismatch\"", "agent/a1"]).await;
+    must_log(&[
+        "agent session refused",
+        "reason=\"identity_mismatch\"",
+        "agent/a1",
+    ])
+    .await;
 
     // The real a2 noticed nothing.
     a2.must_ack(2).await;
@@ -42,14 +54,19 @@ async fn malformed_oversized_and_flooding_clients_are_refused_while_a_good_agent
     let pki = TestPki::new();
     let controller = pki.start_controller().await;
     let address = controller.local_addr();
-    let (mut good, _) = Session::must_open(&pki.client(PeerKind::Agent, "good"), address, "good", 1).await;
+    let (mut good, _) =
+        Session::must_open(&pki.client(PeerKind::Agent, "good"), address, "good", 1).await;
     good.must_ack(1).await;
     let bad = pki.client(PeerKind::Agent, "bad");
     let channel = || async { bad.channel(&address.to_string()).await.expect("channel") };
 
     // Bytes that are no protobuf message.
     let status = raw::session(channel().await, vec![vec![0xff, 0xff, 0xff, 0xff, 0x0f]]).await;
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "malformed: {status:?}");
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "malformed: {status:?}"
+    );
     assert_eq!(controller.rejected(Rejection::InvalidMessage), 1);
     good.must_ack(2).await;
 
@@ -66,14 +83,22 @@ async fn malformed_oversized_and_flooding_clients_are_refused_while_a_good_agent
         .encode_to_vec(),
     );
     let status = raw::session(channel().await, vec![bytes]).await;
-    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "oversized: {status:?}");
+    assert_eq!(
+        status.code(),
+        tonic::Code::ResourceExhausted,
+        "oversized: {status:?}"
+    );
     assert_eq!(controller.rejected(Rejection::Oversized), 1);
     good.must_ack(3).await;
 
     // A flood of Hello messages on one stream.
     let flood: Vec<Vec<u8>> = (0..1000).map(|_| hello("bad", 1).encode_to_vec()).collect();
     let status = raw::session(channel().await, flood).await;
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "hello flood: {status:?}");
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "hello flood: {status:?}"
+    );
     assert!(status.message().contains("only once"), "{status:?}");
     assert_eq!(controller.rejected(Rejection::DuplicateHello), 1);
     good.must_ack(4).await;
@@ -82,7 +107,11 @@ async fn malformed_oversized_and_flooding_clients_are_refused_while_a_good_agent
     let mut flood = vec![hello("bad", 2).encode_to_vec()];
     flood.extend((1..=10_000).map(|seq| report(seq).encode_to_vec()));
     let status = raw::session(channel().await, flood).await;
-    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "report flood: {status:?}");
+    assert_eq!(
+        status.code(),
+        tonic::Code::ResourceExhausted,
+        "report flood: {status:?}"
+    );
     assert_eq!(controller.rejected(Rejection::RateLimited), 1);
     good.must_ack(5).await;
 
@@ -93,13 +122,28 @@ async fn malformed_oversized_and_flooding_clients_are_refused_while_a_good_agent
     }
     let status = raw::session(
         channel().await,
-        vec![hello("bad", 3).encode_to_vec(), out_of_bounds.encode_to_vec()],
+        vec![
+            hello("bad", 3).encode_to_vec(),
+            out_of_bounds.encode_to_vec(),
+        ],
     )
     .await;
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "out of bounds: {status:?}");
-    assert!(status.message().contains("report.host.cpu_utilization"), "names the field: {status:?}");
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "out of bounds: {status:?}"
+    );
+    assert!(
+        status.message().contains("report.host.cpu_utilization"),
+        "names the field: {status:?}"
+    );
     assert_eq!(controller.rejected(Rejection::InvalidMessage), 2);
-    must_log(&["agent session refused", "reason=\"invalid_message\"", "report.host.cpu_utilization"]).await;
+    must_log(&[
+        "agent session refused",
+        "reason=\"invalid_message\"",
+        "report.host.cpu_utilization",
+    ])
+    .await;
 
     // Through all of it the good agent kept its session and its reports.
     good.must_ack(6).await;
@@ -113,7 +157,10 @@ async fn the_first_message_must_be_hello() {
     let pki = TestPki::new();
     let controller = pki.start_controller().await;
     let tls = pki.client(PeerKind::Agent, "eager");
-    let channel = tls.channel(&controller.local_addr().to_string()).await.expect("channel");
+    let channel = tls
+        .channel(&controller.local_addr().to_string())
+        .await
+        .expect("channel");
     let status = raw::session(channel, vec![report(1).encode_to_vec()]).await;
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("must be a Hello"), "{status:?}");
@@ -137,7 +184,10 @@ async fn duplicates_are_ignored_and_reconnects_resume_after_the_last_ack() {
     // The same process reconnects: the newer session replaces the older,
     // and learns where to resume.
     let (mut second, welcome) = Session::must_open(&tls, address, "ww-2", 100).await;
-    assert_eq!(welcome.last_acked_seq, 2, "resume after the last acknowledged report");
+    assert_eq!(
+        welcome.last_acked_seq, 2,
+        "resume after the last acknowledged report"
+    );
     let status = first.must_end_with(tonic::Code::Aborted).await;
     assert!(status.message().contains("newer session"), "{status:?}");
     second.must_ack(3).await;
@@ -146,8 +196,10 @@ async fn duplicates_are_ignored_and_reconnects_resume_after_the_last_ack() {
     let (mut third, welcome) = Session::must_open(&tls, address, "ww-2", 200).await;
     assert_eq!(welcome.last_acked_seq, 0, "a new incarnation starts afresh");
     third.must_ack(1).await;
-    wait_for("the replaced session to be counted as no refusal", Duration::from_secs(5), || {
-        controller.rejected(Rejection::DuplicateHello) == 0
-    })
+    wait_for(
+        "the replaced session to be counted as no refusal",
+        Duration::from_secs(5),
+        || controller.rejected(Rejection::DuplicateHello) == 0,
+    )
     .await;
 }

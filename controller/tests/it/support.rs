@@ -68,11 +68,15 @@ impl Write for LogSink {
 
 /// Waits for a log line containing every one of `needles`.
 pub async fn must_log(needles: &[&str]) {
-    wait_for(&format!("a log line with {needles:?}"), Duration::from_secs(10), || {
-        captured_logs()
-            .lines()
-            .any(|line| needles.iter().all(|n| line.contains(n)))
-    })
+    wait_for(
+        &format!("a log line with {needles:?}"),
+        Duration::from_secs(10),
+        || {
+            captured_logs()
+                .lines()
+                .any(|line| needles.iter().all(|n| line.contains(n)))
+        },
+    )
     .await;
 }
 
@@ -107,7 +111,11 @@ impl TestPki {
             &IssueRequest {
                 kind,
                 name: name.to_owned(),
-                dns: if loopback { vec!["localhost".into()] } else { vec![] },
+                dns: if loopback {
+                    vec!["localhost".into()]
+                } else {
+                    vec![]
+                },
                 ips: if loopback {
                     vec![std::net::Ipv4Addr::LOCALHOST.into()]
                 } else {
@@ -213,7 +221,10 @@ impl Session {
         agent: &str,
         incarnation: u64,
     ) -> Result<(Session, v1::ControllerMessage), tonic::Status> {
-        let channel = tls.channel(&address.to_string()).await.expect("channel to controller");
+        let channel = tls
+            .channel(&address.to_string())
+            .await
+            .expect("channel to controller");
         Self::open_on(channel, agent, incarnation).await
     }
 
@@ -223,7 +234,10 @@ impl Session {
         incarnation: u64,
     ) -> Result<(Session, v1::ControllerMessage), tonic::Status> {
         let (outbound, rx) = mpsc::channel(4096);
-        outbound.send(hello(agent, incarnation)).await.expect("queue hello");
+        outbound
+            .send(hello(agent, incarnation))
+            .await
+            .expect("queue hello");
         let mut inbound = AgentGatewayClient::new(channel)
             .max_encoding_message_size(8 << 20)
             .session(ReceiverStream::new(rx))
@@ -234,7 +248,12 @@ impl Session {
     }
 
     /// Opens a session that must be welcomed.
-    pub async fn must_open(tls: &Arc<ClientTls>, address: SocketAddr, agent: &str, incarnation: u64) -> (Session, v1::Welcome) {
+    pub async fn must_open(
+        tls: &Arc<ClientTls>,
+        address: SocketAddr,
+        agent: &str,
+        incarnation: u64,
+    ) -> (Session, v1::Welcome) {
         let (session, first) = Session::open(tls, address, agent, incarnation)
             .await
             .unwrap_or_else(|status| panic!("session of {agent} refused: {status:?}"));
@@ -283,7 +302,9 @@ impl Session {
     }
 }
 
-async fn next(inbound: &mut Streaming<v1::ControllerMessage>) -> Result<v1::ControllerMessage, tonic::Status> {
+async fn next(
+    inbound: &mut Streaming<v1::ControllerMessage>,
+) -> Result<v1::ControllerMessage, tonic::Status> {
     match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
         Err(_) => panic!("no message from the controller within 10 s"),
         Ok(Ok(Some(message))) => Ok(message),
@@ -343,17 +364,26 @@ pub mod raw {
 
     /// Opens Session, sends `messages` as they are, and returns the status
     /// the stream ended with.
-    pub async fn session(channel: tonic::transport::Channel, messages: Vec<Vec<u8>>) -> tonic::Status {
+    pub async fn session(
+        channel: tonic::transport::Channel,
+        messages: Vec<Vec<u8>>,
+    ) -> tonic::Status {
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.expect("channel ready");
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/leitstand.v1.AgentGateway/Session");
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/leitstand.v1.AgentGateway/Session",
+        );
         let stream = tokio_stream::iter(messages);
-        let mut inbound = match grpc.streaming(tonic::Request::new(stream), path, RawCodec).await {
+        let mut inbound = match grpc
+            .streaming(tonic::Request::new(stream), path, RawCodec)
+            .await
+        {
             Ok(response) => response.into_inner(),
             Err(status) => return status,
         };
         loop {
-            match tokio::time::timeout(std::time::Duration::from_secs(10), inbound.message()).await {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), inbound.message()).await
+            {
                 Err(_) => panic!("the controller neither answered nor closed within 10 s"),
                 Ok(Ok(Some(_))) => continue,
                 Ok(Ok(None)) => return tonic::Status::ok("stream ended"),
