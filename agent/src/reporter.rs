@@ -241,7 +241,9 @@ impl Reporter {
                 return SessionEnd::Failed(format!("{:?}: {}", status.code(), status.message()));
             }
             Ok(Ok(None)) => {
-                return SessionEnd::Failed("the controller closed the stream before Welcome".into());
+                return SessionEnd::Failed(
+                    "the controller closed the stream before Welcome".into(),
+                );
             }
             Ok(Ok(Some(v1::ControllerMessage { kind }))) => match kind {
                 Some(controller_message::Kind::Welcome(welcome)) => welcome,

@@ -1,0 +1,7 @@
+//! Tests of the `leitstand` binary as a user runs it: real processes, real
+//! certificates, real sockets on loopback.
+
+mod cli;
+mod e2e;
+mod pki;
+mod support;
