@@ -2,6 +2,7 @@
 //! certificates, real sockets on loopback.
 
 mod cli;
+mod deploy;
 mod e2e;
 mod pki;
 mod support;

@@ -279,3 +279,31 @@ fn debug_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[tokio::test]
+async fn serves_grpc_health() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let pki = TestPki::new();
+    let controller = pki.start_controller().await;
+    let tls = pki.client(PeerKind::Operator, "nagios");
+    let channel = tls
+        .channel(&controller.local_addr().to_string())
+        .await
+        .expect("channel");
+    let mut health = HealthClient::new(channel);
+    for service in ["", "leitstand.v1.AgentGateway"] {
+        let reply = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("health of {service:?}: {s:?}"))
+            .into_inner();
+        assert_eq!(
+            reply.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?} is serving"
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the lean `leitstand-agent` binary.
+
+mod binary;

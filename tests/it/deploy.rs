@@ -1,0 +1,16 @@
+//! The example configurations in deploy/ load with the real loaders.
+
+use std::path::Path;
+
+#[test]
+fn example_configurations_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    let controller = leitstand_controller::ControllerConfig::load(&root.join("controller.toml"))
+        .unwrap_or_else(|e| panic!("deploy/examples/controller.toml: {e}"));
+    assert_eq!(controller.node_id.get(), 1);
+    assert_eq!(controller.rbac.admin, vec!["leitstelle-admin"]);
+    let agent = leitstand_agent::AgentConfig::load(&root.join("agent.toml"))
+        .unwrap_or_else(|e| panic!("deploy/examples/agent.toml: {e}"));
+    assert_eq!(agent.id.as_str(), "ww-hengsteysee-1");
+    assert_eq!(agent.buffer_reports, 600, "10 minutes at 1 s");
+}
