@@ -335,6 +335,15 @@ impl SessionTask {
                             "Hello may be sent only once per session",
                         ));
                     }
+                    Ok(AgentMessage::Announce(announce)) => {
+                        tracing::info!(
+                            agent = %agent,
+                            checks = announce.checks.len(),
+                            actions = announce.actions.len(),
+                            "agent announced a reloaded configuration"
+                        );
+                        self.registry.announce(agent, session, announce);
+                    }
                     Ok(AgentMessage::ActionResult(result)) => {
                         // Decisions arrive with the failover engine; until then no
                         // ExecuteAction is ever sent, so a result answers nothing.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use leitstand_proto::domain::{AgentId, Hello, Report};
+use leitstand_proto::domain::{AgentId, Announce, Hello, Report};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -122,6 +122,14 @@ impl Registry {
         record.last_seq = report.seq;
         record.latest_report = Some(report);
         Accepted::New
+    }
+
+    /// Replaces the announced checks and actions of the session's agent.
+    pub(crate) fn announce(&self, agent: &AgentId, session: u64, announce: Announce) {
+        if let Some(record) = self.lock().get_mut(agent).filter(|r| r.session == session) {
+            record.hello.checks = announce.checks;
+            record.hello.actions = announce.actions;
+        }
     }
 
     /// Called when a session ends; a newer session's state is left alone.

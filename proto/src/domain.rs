@@ -227,6 +227,7 @@ pub enum AgentMessage {
     Hello(Hello),
     Report(Report),
     ActionResult(ActionResult),
+    Announce(Announce),
 }
 
 impl TryFrom<v1::AgentMessage> for AgentMessage {
@@ -239,6 +240,10 @@ impl TryFrom<v1::AgentMessage> for AgentMessage {
             Some(Kind::ActionResult(a)) => {
                 ActionResult::try_from(a).map(AgentMessage::ActionResult)
             }
+            Some(Kind::Announce(a)) => Ok(AgentMessage::Announce(Announce {
+                checks: unique_identifiers("announce.checks", &a.checks, MAX_NAMES_IN_HELLO)?,
+                actions: unique_identifiers("announce.actions", &a.actions, MAX_NAMES_IN_HELLO)?,
+            })),
             None => Err(InvalidMessage::new("agent_message.kind", "empty message")),
         }
     }
@@ -290,6 +295,13 @@ impl TryFrom<v1::Hello> for Hello {
             incarnation: h.incarnation,
         })
     }
+}
+
+/// Checks and actions announced after a configuration reload.
+#[derive(Debug, Clone)]
+pub struct Announce {
+    pub checks: Vec<Identifier>,
+    pub actions: Vec<Identifier>,
 }
 
 /// A check's state, following the Nagios plugin API.

@@ -54,7 +54,7 @@ impl CheckStatus {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
-    #[prost(oneof = "agent_message::Kind", tags = "1, 2, 3")]
+    #[prost(oneof = "agent_message::Kind", tags = "1, 2, 3, 4")]
     pub kind: ::core::option::Option<agent_message::Kind>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -68,7 +68,20 @@ pub mod agent_message {
         Report(super::Report),
         #[prost(message, tag = "3")]
         ActionResult(super::ActionResult),
+        #[prost(message, tag = "4")]
+        Announce(super::Announce),
     }
+}
+/// The agent's checks and actions after its configuration was reloaded
+/// (SIGHUP), so the stream need not be dropped to tell the controller.
+/// Bounds as in Hello.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Announce {
+    #[prost(string, repeated, tag = "1")]
+    pub checks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "2")]
+    pub actions: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// First message of every Session; exactly once.
 #[allow(clippy::all)]
