@@ -9,6 +9,7 @@
 //! - [`tls`]: TLS 1.3-only rustls configurations from PEM files, reloadable,
 //!   with the accept loop for tonic servers and the connector for clients;
 //! - [`config`]: TOML configuration files with file/line/column errors;
+//! - [`files`]: durable atomic file writes;
 //! - `pki` (feature `pki`): a certificate authority for Leitstand identities.
 //!
 //! This crate holds no policy: it knows what a valid message and a valid
@@ -18,6 +19,7 @@
 pub mod config;
 pub mod domain;
 mod error;
+pub mod files;
 pub mod identity;
 #[cfg(feature = "pki")]
 pub mod pki;

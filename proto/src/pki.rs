@@ -5,10 +5,7 @@
 //! written with mode 0600 through a temporary file and a rename, so a crash
 //! never leaves a half-written key. Nothing is overwritten unless `force`.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -114,31 +111,10 @@ fn refuse_existing(paths: &[&Path], force: bool) -> Result<(), Error> {
 
 /// Writes `contents` to `path` atomically with `mode`.
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
-    let write_error = |source| Error::WriteFile {
+    crate::files::write_atomically(path, contents, mode).map_err(|source| Error::WriteFile {
         path: path.to_owned(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(write_error)
+    })
 }
 
 fn create_dir(dir: &Path) -> Result<(), Error> {
