@@ -1,15 +1,18 @@
 //! `agent.toml`: the keys of DESIGN.md §9, validated with the file, line
 //! and column of every mistake.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use leitstand_proto::config::{ConfigSource, parse_duration};
-use leitstand_proto::domain::AgentId;
+use leitstand_proto::domain::{AgentId, Identifier};
 use leitstand_proto::tls::TlsFiles;
 use toml::Spanned;
 
 use crate::Error;
+use crate::checks::{CheckSpec, DEFAULT_MAX_CONCURRENT_CHECKS, RawCheck, parse_checks};
+use crate::executor::ActionSpec;
 
 /// Controllers an agent may list.
 const MAX_CONTROLLERS: usize = 16;
@@ -30,6 +33,11 @@ pub struct AgentConfig {
     pub buffer_reports: usize,
     pub state_dir: PathBuf,
     pub tls: TlsFiles,
+    /// The allowlist: the only actions this agent ever runs.
+    pub(crate) actions: Vec<ActionSpec>,
+    pub(crate) checks: Vec<CheckSpec>,
+    /// Checks running at the same moment, at most.
+    pub(crate) max_concurrent_checks: usize,
     /// The file it came from, for messages.
     pub source: PathBuf,
     id_span: std::ops::Range<usize>,
@@ -46,6 +54,137 @@ struct RawConfig {
     buffer: Option<Spanned<String>>,
     state_dir: PathBuf,
     tls: TlsFiles,
+    #[serde(default)]
+    max_concurrent_checks: Option<Spanned<u64>>,
+    #[serde(default, rename = "check")]
+    checks: Vec<RawCheck>,
+    #[serde(default, rename = "action")]
+    actions: Vec<RawAction>,
+}
+
+/// `[[action]]`: a named program the controller may ask this agent to run.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    name: Spanned<String>,
+    argv: Spanned<Vec<String>>,
+    #[serde(default)]
+    env: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    working_dir: Option<PathBuf>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    output_cap: Option<Spanned<u64>>,
+}
+
+const MAX_ACTIONS: usize = 256;
+const MAX_ARGV: usize = 64;
+const MAX_ARG_BYTES: usize = 4096;
+const MAX_ENV: usize = 64;
+const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn parse_actions(source: &ConfigSource, raw: Vec<RawAction>) -> Result<Vec<ActionSpec>, Error> {
+    let at = |span: std::ops::Range<usize>, msg: String| Error::Config(source.error_at(span, msg));
+    if raw.len() > MAX_ACTIONS {
+        return Err(at(
+            0..0,
+            format!("at most {MAX_ACTIONS} [[action]] entries"),
+        ));
+    }
+    let mut actions: Vec<ActionSpec> = Vec::with_capacity(raw.len());
+    for action in raw {
+        let name = Identifier::new(action.name.get_ref())
+            .map_err(|e| at(action.name.span(), format!("action name: {}", e.reason)))?;
+        if actions.iter().any(|a| a.name == name) {
+            return Err(at(
+                action.name.span(),
+                format!("action {name} is defined twice"),
+            ));
+        }
+        let argv = action.argv.get_ref();
+        if argv.is_empty()
+            || argv.len() > MAX_ARGV
+            || argv
+                .iter()
+                .any(|a| a.len() > MAX_ARG_BYTES || a.contains('\0'))
+        {
+            return Err(at(
+                action.argv.span(),
+                format!(
+                    "argv must have 1 to {MAX_ARGV} entries of at most {MAX_ARG_BYTES} bytes, without NUL"
+                ),
+            ));
+        }
+        if !Path::new(&argv[0]).is_absolute() {
+            return Err(at(
+                action.argv.span(),
+                format!(
+                    "argv[0] = {:?} must be an absolute path: actions never search PATH and never use a shell",
+                    argv[0]
+                ),
+            ));
+        }
+        let env = match &action.env {
+            None => BTreeMap::new(),
+            Some(env) => {
+                let valid_key = |k: &str| {
+                    !k.is_empty()
+                        && !k.starts_with(|c: char| c.is_ascii_digit())
+                        && k.chars()
+                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                        && !k.starts_with("LEITSTAND_")
+                };
+                if env.get_ref().len() > MAX_ENV {
+                    return Err(at(
+                        env.span(),
+                        format!("env has more than {MAX_ENV} variables"),
+                    ));
+                }
+                if let Some(bad) = env.get_ref().keys().find(|k| !valid_key(k)) {
+                    return Err(at(
+                        env.span(),
+                        format!(
+                            "env variable {bad:?} must be A-Z, 0-9 and _ (and not LEITSTAND_*, which the agent sets)"
+                        ),
+                    ));
+                }
+                env.get_ref().clone()
+            }
+        };
+        let timeout = match &action.timeout {
+            Some(t) => parse_duration(
+                source,
+                t,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            )
+            .map_err(Error::Config)?,
+            None => DEFAULT_ACTION_TIMEOUT,
+        };
+        let output_cap = match &action.output_cap {
+            Some(cap) => {
+                let max = leitstand_proto::domain::bounds::MAX_ACTION_OUTPUT_BYTES;
+                usize::try_from(*cap.get_ref())
+                    .ok()
+                    .filter(|c| (1..=max).contains(c))
+                    .ok_or_else(|| at(cap.span(), format!("output_cap must be 1 to {max} bytes")))?
+            }
+            None => leitstand_proto::domain::bounds::MAX_ACTION_OUTPUT_BYTES,
+        };
+        actions.push(ActionSpec {
+            name,
+            argv: argv.clone(),
+            env,
+            working_dir: action
+                .working_dir
+                .as_deref()
+                .map_or_else(|| PathBuf::from("/"), |d| source.resolve(d)),
+            timeout,
+            output_cap,
+        });
+    }
+    Ok(actions)
 }
 
 impl AgentConfig {
@@ -96,8 +235,20 @@ impl AgentConfig {
         let buffer_reports = usize::try_from(buffer.as_millis() / interval.as_millis().max(1))
             .unwrap_or(MAX_BUFFERED_REPORTS)
             .clamp(1, MAX_BUFFERED_REPORTS);
+        let actions = parse_actions(&source, raw.actions)?;
+        let checks = parse_checks(&source, raw.checks, interval).map_err(Error::Config)?;
+        let max_concurrent_checks = match &raw.max_concurrent_checks {
+            Some(n) => usize::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| at(n.span(), "max_concurrent_checks must be 1 to 64".into()))?,
+            None => DEFAULT_MAX_CONCURRENT_CHECKS,
+        };
         Ok(AgentConfig {
             id,
+            actions,
+            checks,
+            max_concurrent_checks,
             controllers,
             interval,
             buffer_reports,

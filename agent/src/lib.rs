@@ -5,18 +5,21 @@
 //! the controller, raft or the dashboard, so the agent stays a few MiB.
 #![forbid(unsafe_code)]
 
+mod checks;
 mod collect;
 mod config;
+mod executor;
 mod reporter;
 
 use std::sync::Arc;
 
 use leitstand_proto::identity::PeerKind;
 use leitstand_proto::tls::ClientTls;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use config::{AgentConfig, MAX_BUFFERED_REPORTS};
+pub use executor::StateError;
 
 /// What stops an agent from starting.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,8 @@ pub enum Error {
     HostMetrics(#[source] sysinfo::Error),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+    #[error("the action executor's state")]
+    State(#[source] StateError),
 }
 
 impl Error {
@@ -49,10 +54,40 @@ impl Error {
     }
 }
 
+/// Every field an agent sends, and why (docs/data-inventory.md).
+pub const DATA_INVENTORY: &str = include_str!("../../docs/data-inventory.md");
+
+/// Validates an agent.toml and its certificate files without starting
+/// anything; returns a one-line summary.
+pub fn check_config(path: &std::path::Path) -> Result<String, Error> {
+    let config = AgentConfig::load(path)?;
+    let tls = ClientTls::load(config.tls.clone()).map_err(Error::Tls)?;
+    let identity = tls.identity();
+    if identity.kind() != PeerKind::Agent || identity.name().as_str() != config.id.as_str() {
+        return Err(config.id_error(format!(
+            "id = {:?} but the certificate {} is {identity}",
+            config.id.as_str(),
+            config.tls.cert.display()
+        )));
+    }
+    Ok(format!(
+        "valid: agent {} ({identity}), {} controller(s), {} check(s), {} action(s)",
+        config.id,
+        config.controllers.len(),
+        config.checks.len(),
+        config.actions.len()
+    ))
+}
+
 /// A running agent.
 #[derive(Debug)]
 pub struct Agent {
+    config: std::sync::Mutex<AgentConfig>,
     tls: Arc<ClientTls>,
+    /// Replaced as a whole on reload; dropping it stops the old checks.
+    checks: std::sync::Mutex<checks::CheckRunner>,
+    check_results: mpsc::Sender<leitstand_proto::v1::CheckResult>,
+    control: mpsc::Sender<reporter::Control>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -71,18 +106,107 @@ impl Agent {
             )));
         }
         create_private_dir(&config.state_dir)?;
+        let executor = Arc::new(
+            executor::Executor::new(&config.state_dir, config.actions.clone())
+                .map_err(Error::State)?,
+        );
         let collector = collect::HostCollector::new().map_err(Error::HostMetrics)?;
         let (stop, stop_rx) = watch::channel(false);
+        let (control, control_rx) = mpsc::channel(4);
+        let (check_results_tx, check_results) = mpsc::channel(256);
         tracing::info!(
             agent = %config.id,
             controllers = ?config.controllers,
             interval = ?config.interval,
             buffer_reports = config.buffer_reports,
+            actions = ?executor.action_names(),
+            checks = config.checks.len(),
             "agent starting"
         );
-        let reporter = reporter::Reporter::new(config, tls.clone(), collector);
-        let task = tokio::spawn(reporter.run(stop_rx));
-        Ok(Agent { tls, stop, task })
+        let check_names = config.checks.iter().map(|c| c.name.to_string()).collect();
+        let runner = checks::CheckRunner::spawn(
+            config.checks.clone(),
+            config.max_concurrent_checks,
+            check_results_tx.clone(),
+        );
+        let inputs = reporter::Inputs {
+            check_results,
+            control: control_rx,
+            stop: stop_rx,
+        };
+        let reporter = reporter::Reporter::new(
+            config.clone(),
+            tls.clone(),
+            collector,
+            executor,
+            check_names,
+            inputs,
+        );
+        let task = tokio::spawn(reporter.run());
+        Ok(Agent {
+            config: std::sync::Mutex::new(config),
+            tls,
+            checks: std::sync::Mutex::new(runner),
+            check_results: check_results_tx,
+            control,
+            stop,
+            task,
+        })
+    }
+
+    /// Re-reads agent.toml and the TLS material (on SIGHUP): new checks and
+    /// actions take effect at once and are announced on the open stream.
+    /// On any error nothing changes.
+    pub async fn reload(&self) -> Result<(), Error> {
+        let path = self.current_config().source.clone();
+        let fresh = AgentConfig::load(&path)?;
+        let executor = Arc::new(
+            executor::Executor::new(&fresh.state_dir, fresh.actions.clone())
+                .map_err(Error::State)?,
+        );
+        self.tls.reload().map_err(Error::Tls)?;
+        {
+            let current = self.current_config();
+            if fresh.id != current.id
+                || fresh.controllers != current.controllers
+                || fresh.interval != current.interval
+                || fresh.state_dir != current.state_dir
+                || fresh.buffer_reports != current.buffer_reports
+            {
+                tracing::warn!(
+                    "id, controllers, interval, buffer and state_dir take effect after a restart"
+                );
+            }
+        }
+        let runner = checks::CheckRunner::spawn(
+            fresh.checks.clone(),
+            fresh.max_concurrent_checks,
+            self.check_results.clone(),
+        );
+        // The old runner is dropped here: its checks stop, their children die.
+        *self
+            .checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = runner;
+        let control = reporter::Control::Reload {
+            executor,
+            checks: fresh.checks.iter().map(|c| c.name.to_string()).collect(),
+        };
+        if self.control.send(control).await.is_err() {
+            tracing::warn!("the reporter has stopped; reload not applied");
+        }
+        *self
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
+    fn current_config(&self) -> AgentConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Re-reads certificate, key, CA bundle and CRL for new connections.
@@ -121,9 +245,9 @@ pub async fn run_until_signal(config: AgentConfig) -> Result<(), Error> {
     let agent = Agent::start(config)?;
     loop {
         tokio::select! {
-            _ = hangup.recv() => match agent.reload_tls() {
-                Ok(()) => tracing::info!("TLS material reloaded"),
-                Err(e) => tracing::error!(error = %error_chain(&e), "TLS reload failed; keeping the previous material"),
+            _ = hangup.recv() => match agent.reload().await {
+                Ok(()) => tracing::info!("configuration and TLS material reloaded"),
+                Err(e) => tracing::error!("reload failed; keeping the previous configuration: {}", error_chain(&e)),
             },
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,

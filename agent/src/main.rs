@@ -4,25 +4,62 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use leitstand_agent::{AgentConfig, LogFormat, error_chain, init_logging, run_until_signal};
+use clap::{Parser, Subcommand};
+use leitstand_agent::{
+    AgentConfig, DATA_INVENTORY, LogFormat, check_config, error_chain, init_logging,
+    run_until_signal,
+};
 
 /// Reports this host's health to the Leitstand controllers over mTLS.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, arg_required_else_help = true)]
 struct Args {
     /// The agent configuration (agent.toml).
     #[arg(long)]
-    config: PathBuf,
+    config: Option<PathBuf>,
+    /// Print every field this agent sends, and why, then exit.
+    #[arg(long)]
+    print_inventory: bool,
     /// Log line format.
     #[arg(long, value_enum, default_value_t)]
     log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate an agent.toml and its certificate files, then exit.
+    CheckConfig { file: PathBuf },
+}
+
+#[allow(clippy::print_stdout)]
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_inventory {
+        print!("{DATA_INVENTORY}");
+        return ExitCode::SUCCESS;
+    }
     init_logging(args.log_format);
-    // One thread is plenty for one stream and a timer, and keeps the agent small.
+    if let Some(Command::CheckConfig { file }) = args.command {
+        return match check_config(&file) {
+            Ok(summary) => {
+                println!("{}: {summary}", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("{}", error_chain(&e));
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
+    let Some(config_path) = args.config else {
+        tracing::error!(
+            "--config is required to run the agent (or use check-config FILE, --print-inventory)"
+        );
+        return ExitCode::from(2);
+    };
+    // One thread is plenty for one stream, the checks and a timer, and keeps the agent small.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -34,7 +71,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let config = AgentConfig::load(&args.config)?;
+        let config = AgentConfig::load(&config_path)?;
         run_until_signal(config).await
     });
     match result {

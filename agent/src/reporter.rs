@@ -3,12 +3,17 @@
 //! Reports are numbered per agent process (incarnation) from 1 and kept in
 //! a bounded buffer until acknowledged; on overflow the oldest is dropped
 //! and counted. After Welcome the agent resends, in order, every buffered
-//! report after `last_acked_seq`. Without a controller it tries the next
-//! configured address, or the leader a follower named, with exponential
-//! backoff and jitter; reports keep being taken meanwhile, also while a
-//! connection is being set up.
+//! report after `last_acked_seq`. A report goes out every interval, and at
+//! once when a check changes state. Without a controller the agent tries the
+//! next configured address, or the leader a follower named, with
+//! exponential backoff and jitter; reports keep being taken meanwhile, also
+//! while a connection is being set up.
+//!
+//! ExecuteAction requests go to the executor in their own tasks; results
+//! that cannot be sent at once wait (bounded) for the next session, and the
+//! executor's stored results answer a controller that asks again.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,13 +21,14 @@ use leitstand_proto::domain::bounds;
 use leitstand_proto::tls::ClientTls;
 use leitstand_proto::v1::agent_gateway_client::AgentGatewayClient;
 use leitstand_proto::v1::{self, agent_message, controller_message};
-use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::collect::HostCollector;
 use crate::config::AgentConfig;
 use crate::error_chain;
+use crate::executor::Executor;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -32,6 +38,10 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Leader hints followed in a row before the agent suspects stale hints
 /// (followers naming each other) and falls back to backoff.
 const MAX_HINTS_IN_A_ROW: u32 = 3;
+/// Actions running or queued at once; more requests are refused as busy.
+const MAX_ACTIONS_IN_FLIGHT: usize = 16;
+/// Action results kept for a controller that is not reachable right now.
+const MAX_PENDING_ACTION_RESULTS: usize = 256;
 
 fn unix_ms() -> i64 {
     SystemTime::now()
@@ -53,12 +63,38 @@ impl Backoff {
             .saturating_mul(1u32.checked_shl(self.attempt.min(16)).unwrap_or(u32::MAX))
             .min(BACKOFF_MAX);
         self.attempt = self.attempt.saturating_add(1);
-        let span = ceiling.saturating_sub(BACKOFF_MIN).as_millis() as u64;
+        let span =
+            u64::try_from(ceiling.saturating_sub(BACKOFF_MIN).as_millis()).unwrap_or(u64::MAX);
         BACKOFF_MIN + Duration::from_millis(fastrand::u64(0..=span))
     }
     fn reset(&mut self) {
         self.attempt = 0;
     }
+}
+
+/// Changes the agent makes to a running reporter.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// A reloaded configuration: new allowlist and check names.
+    Reload {
+        executor: Arc<Executor>,
+        checks: Vec<String>,
+    },
+}
+
+/// Where the reporter's events come from.
+pub(crate) struct Inputs {
+    pub(crate) check_results: mpsc::Receiver<v1::CheckResult>,
+    pub(crate) control: mpsc::Receiver<Control>,
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+enum Event {
+    Tick,
+    Check(v1::CheckResult),
+    ActionDone(v1::ActionResult),
+    Control(Control),
+    Stop,
 }
 
 enum SessionEnd {
@@ -74,32 +110,120 @@ pub(crate) struct Reporter {
     config: AgentConfig,
     tls: Arc<ClientTls>,
     collector: HostCollector,
+    executor: Arc<Executor>,
+    check_names: Vec<String>,
+    inputs: Inputs,
+    tick: Interval,
     incarnation: u64,
     next_seq: u64,
     buffer: VecDeque<v1::Report>,
     dropped: u64,
+    /// The latest result of every check, sent with each report.
+    latest: BTreeMap<String, v1::CheckResult>,
+    actions_in_flight: Arc<Semaphore>,
+    action_done_tx: mpsc::Sender<v1::ActionResult>,
+    action_done: mpsc::Receiver<v1::ActionResult>,
+    pending_results: VecDeque<v1::ActionResult>,
 }
 
 impl Reporter {
-    pub(crate) fn new(config: AgentConfig, tls: Arc<ClientTls>, collector: HostCollector) -> Self {
+    pub(crate) fn new(
+        config: AgentConfig,
+        tls: Arc<ClientTls>,
+        collector: HostCollector,
+        executor: Arc<Executor>,
+        check_names: Vec<String>,
+        inputs: Inputs,
+    ) -> Self {
+        let mut tick = tokio::time::interval(config.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let (action_done_tx, action_done) = mpsc::channel(MAX_ACTIONS_IN_FLIGHT);
         Reporter {
             config,
             tls,
             collector,
+            executor,
+            check_names,
+            inputs,
+            tick,
             incarnation: u64::try_from(unix_ms()).unwrap_or(1).max(1),
             next_seq: 1,
             buffer: VecDeque::new(),
             dropped: 0,
+            latest: BTreeMap::new(),
+            actions_in_flight: Arc::new(Semaphore::new(MAX_ACTIONS_IN_FLIGHT)),
+            action_done_tx,
+            action_done,
+            pending_results: VecDeque::new(),
         }
     }
 
+    async fn next_event(&mut self) -> Event {
+        tokio::select! {
+            _ = self.tick.tick() => Event::Tick,
+            Some(result) = self.inputs.check_results.recv() => Event::Check(result),
+            Some(result) = self.action_done.recv() => Event::ActionDone(result),
+            Some(control) = self.inputs.control.recv() => Event::Control(control),
+            () = stopped(&mut self.inputs.stop) => Event::Stop,
+        }
+    }
+
+    /// Handles an event the same way online and offline; returns what to
+    /// send if a stream is open, `None` on stop.
+    fn handle(&mut self, event: Event) -> Option<Vec<v1::AgentMessage>> {
+        let mut out = Vec::new();
+        match event {
+            Event::Stop => return None,
+            Event::Tick => out.push(report_message(self.take_report(true))),
+            Event::Check(result) => {
+                let changed = self
+                    .latest
+                    .get(&result.name)
+                    .map(|previous| previous.status)
+                    != Some(result.status);
+                if self.check_names.contains(&result.name) {
+                    self.latest.insert(result.name.clone(), result);
+                    if changed {
+                        // A state change goes out at once, not at the next tick.
+                        out.push(report_message(self.take_report(false)));
+                    }
+                }
+            }
+            Event::ActionDone(result) => {
+                if self.pending_results.len() >= MAX_PENDING_ACTION_RESULTS {
+                    // The executor keeps every result on disk; a controller
+                    // that asks again gets it from there.
+                    self.pending_results.pop_front();
+                }
+                self.pending_results.push_back(result);
+            }
+            Event::Control(Control::Reload { executor, checks }) => {
+                self.executor = executor;
+                self.latest.retain(|name, _| checks.contains(name));
+                self.check_names = checks;
+                out.push(v1::AgentMessage {
+                    kind: Some(agent_message::Kind::Announce(v1::Announce {
+                        checks: self.check_names.clone(),
+                        actions: self.executor.action_names(),
+                    })),
+                });
+            }
+        }
+        while let Some(result) = self.pending_results.pop_front() {
+            out.push(v1::AgentMessage {
+                kind: Some(agent_message::Kind::ActionResult(result)),
+            });
+        }
+        Some(out)
+    }
+
     /// Takes a report and keeps it until acknowledged.
-    fn take_report(&mut self) -> v1::Report {
+    fn take_report(&mut self, with_host_metrics: bool) -> v1::Report {
         let report = v1::Report {
             seq: self.next_seq,
             observed_at_unix_ms: unix_ms(),
-            host: Some(self.collector.collect()),
-            checks: Vec::new(),
+            host: with_host_metrics.then(|| self.collector.collect()),
+            checks: self.latest.values().cloned().collect(),
         };
         self.next_seq += 1;
         if self.buffer.len() >= self.config.buffer_reports {
@@ -120,8 +244,8 @@ impl Reporter {
             kind: Some(agent_message::Kind::Hello(v1::Hello {
                 agent_id: self.config.id.to_string(),
                 version: leitstand_proto::VERSION.to_owned(),
-                checks: Vec::new(),
-                actions: Vec::new(),
+                checks: self.check_names.clone(),
+                actions: self.executor.action_names(),
                 report_interval_ms: u32::try_from(self.config.interval.as_millis())
                     .unwrap_or(u32::MAX),
                 incarnation: self.incarnation,
@@ -129,9 +253,35 @@ impl Reporter {
         }
     }
 
-    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.config.interval);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    /// Starts an action in its own task; its result arrives as an event.
+    fn dispatch(&self, request: v1::ExecuteAction) -> Option<v1::AgentMessage> {
+        let Ok(permit) = self.actions_in_flight.clone().try_acquire_owned() else {
+            tracing::warn!(decision_id = %request.decision_id, "too many actions in flight; refusing");
+            return Some(v1::AgentMessage {
+                kind: Some(agent_message::Kind::ActionResult(v1::ActionResult {
+                    outcome: v1::ActionOutcome::Refused as i32,
+                    reason: format!(
+                        "{MAX_ACTIONS_IN_FLIGHT} actions are already in flight on this agent"
+                    ),
+                    decision_id: request.decision_id,
+                    service: request.service,
+                    action: request.action,
+                    fencing_token: request.fencing_token,
+                    ..Default::default()
+                })),
+            });
+        };
+        let executor = self.executor.clone();
+        let done = self.action_done_tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let result = executor.execute(request).await;
+            let _ = done.send(result).await;
+        });
+        None
+    }
+
+    pub(crate) async fn run(mut self) {
         let mut backoff = Backoff { attempt: 0 };
         let mut next_controller = 0usize;
         let mut leader_hint: Option<String> = None;
@@ -144,7 +294,7 @@ impl Reporter {
                 a
             });
             let started = Instant::now();
-            let end = self.session(&address, &mut tick, &mut stop).await;
+            let end = self.session(&address).await;
             if started.elapsed() >= HEALTHY_SESSION {
                 backoff.reset();
             }
@@ -176,41 +326,36 @@ impl Reporter {
                 }
             };
             // Keep taking reports while waiting, so the gap can be replayed.
-            let until = tokio::time::sleep(delay);
-            tokio::pin!(until);
-            loop {
-                tokio::select! {
-                    () = &mut until => break,
-                    _ = tick.tick() => { self.take_report(); }
-                    () = stopped(&mut stop) => return,
+            if self
+                .offline_until(tokio::time::sleep(delay))
+                .await
+                .is_none()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Awaits `work` while handling events without a stream; `None` on stop.
+    async fn offline_until<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return Some(out),
+                event = self.next_event() => {
+                    // Nothing can be sent: reports stay buffered, results pending.
+                    let unsent = self.handle(event)?;
+                    for message in unsent {
+                        if let Some(agent_message::Kind::ActionResult(result)) = message.kind {
+                            self.pending_results.push_back(result);
+                        }
+                    }
                 }
             }
         }
     }
 
-    /// Awaits `work` while taking a report at every tick; `None` on stop.
-    async fn reporting_while<T>(
-        &mut self,
-        tick: &mut tokio::time::Interval,
-        stop: &mut watch::Receiver<bool>,
-        work: impl Future<Output = T>,
-    ) -> Option<T> {
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                out = &mut work => return Some(out),
-                _ = tick.tick() => { self.take_report(); }
-                () = stopped(stop) => return None,
-            }
-        }
-    }
-
-    async fn session(
-        &mut self,
-        address: &str,
-        tick: &mut tokio::time::Interval,
-        stop: &mut watch::Receiver<bool>,
-    ) -> SessionEnd {
+    async fn session(&mut self, address: &str) -> SessionEnd {
         let tls = self.tls.clone();
         let hello = self.hello();
         let (outbound, outbound_rx) = mpsc::channel::<v1::AgentMessage>(64);
@@ -230,7 +375,7 @@ impl Reporter {
         if outbound.send(hello).await.is_err() {
             return SessionEnd::Failed("outbound stream closed".into());
         }
-        let (mut inbound, first) = match self.reporting_while(tick, stop, opening).await {
+        let (mut inbound, first) = match self.offline_until(opening).await {
             None => return SessionEnd::Stopped,
             Some(Err(why)) => return SessionEnd::Failed(why),
             Some(Ok(opened)) => opened,
@@ -267,20 +412,27 @@ impl Reporter {
             resending = self.buffer.len(),
             "connected to controller"
         );
-        let mut first_ack_logged = false;
-        for report in self.buffer.clone() {
-            if outbound.send(report_message(report)).await.is_err() {
+        let mut backlog: Vec<v1::AgentMessage> =
+            self.buffer.iter().cloned().map(report_message).collect();
+        backlog.extend(
+            self.pending_results
+                .drain(..)
+                .map(|result| v1::AgentMessage {
+                    kind: Some(agent_message::Kind::ActionResult(result)),
+                }),
+        );
+        for message in backlog {
+            if outbound.send(message).await.is_err() {
                 return SessionEnd::Failed("outbound stream closed".into());
             }
         }
+        let mut first_ack_logged = false;
         loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    let report = self.take_report();
-                    if outbound.send(report_message(report)).await.is_err() {
-                        return SessionEnd::Failed("outbound stream closed".into());
-                    }
-                }
+            let to_send = tokio::select! {
+                event = self.next_event() => match self.handle(event) {
+                    Some(messages) => messages,
+                    None => return SessionEnd::Stopped,
+                },
                 next = inbound.message() => match next {
                     Ok(Some(v1::ControllerMessage { kind: Some(kind) })) => match kind {
                         controller_message::Kind::Ack(ack) => {
@@ -291,13 +443,9 @@ impl Reporter {
                                 first_ack_logged = true;
                                 tracing::info!(controller = %address, seq = ack.seq, "reports acknowledged");
                             }
+                            Vec::new()
                         }
-                        controller_message::Kind::ExecuteAction(request) => {
-                            let refusal = refuse_action(request);
-                            if outbound.send(refusal).await.is_err() {
-                                return SessionEnd::Failed("outbound stream closed".into());
-                            }
-                        }
+                        controller_message::Kind::ExecuteAction(request) => self.dispatch(request).into_iter().collect(),
                         controller_message::Kind::NotLeader(not_leader) => {
                             let hint = Some(not_leader.leader_hint).filter(|h| !h.is_empty());
                             return SessionEnd::NotLeader { hint };
@@ -312,7 +460,14 @@ impl Reporter {
                     Ok(None) => return SessionEnd::Failed("the controller closed the stream".into()),
                     Err(status) => return SessionEnd::Failed(format!("{:?}: {}", status.code(), status.message())),
                 },
-                () = stopped(stop) => return SessionEnd::Stopped,
+            };
+            for message in to_send {
+                if let Err(mpsc::error::SendError(message)) = outbound.send(message).await {
+                    if let Some(agent_message::Kind::ActionResult(result)) = message.kind {
+                        self.pending_results.push_back(result);
+                    }
+                    return SessionEnd::Failed("outbound stream closed".into());
+                }
             }
         }
     }
@@ -321,31 +476,6 @@ impl Reporter {
 fn report_message(report: v1::Report) -> v1::AgentMessage {
     v1::AgentMessage {
         kind: Some(agent_message::Kind::Report(report)),
-    }
-}
-
-/// This agent has no actions configured yet, so every request is outside
-/// its allowlist (DESIGN.md §7): refuse, and say so.
-fn refuse_action(request: v1::ExecuteAction) -> v1::AgentMessage {
-    tracing::warn!(
-        decision = %request.decision_id,
-        service = %request.service,
-        action = %request.action,
-        "refused an action that is not in this agent's allowlist"
-    );
-    v1::AgentMessage {
-        kind: Some(agent_message::Kind::ActionResult(v1::ActionResult {
-            reason: format!(
-                "action {:?} is not in this agent's allowlist",
-                request.action
-            ),
-            decision_id: request.decision_id,
-            service: request.service,
-            action: request.action,
-            fencing_token: request.fencing_token,
-            outcome: v1::ActionOutcome::Refused as i32,
-            ..Default::default()
-        })),
     }
 }
 
