@@ -96,8 +96,14 @@ enum Command {
     /// Chaos drills against a sandbox cluster.
     #[command(subcommand)]
     Drill(DrillCommand),
-    /// Run a benchmark.
-    Bench { name: String },
+    /// Run a benchmark and print its figures as JSON (see docs/benchmarks.md).
+    Bench {
+        /// Which benchmark: agent.
+        name: String,
+        /// How long to measure.
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(10..=3600))]
+        seconds: u64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -279,7 +285,7 @@ fn main() -> ExitCode {
         Command::Audit(_) => not_available("audit", "the failover engine"),
         Command::Cluster(_) => not_available("cluster", "the controller cluster"),
         Command::Drill(_) => not_available("drill", "the chaos drills"),
-        Command::Bench { .. } => not_available("bench", "the benchmarks"),
+        Command::Bench { name, seconds } => block_on(bench(name, seconds)),
     }
 }
 
@@ -342,6 +348,27 @@ async fn run_controller(path: PathBuf) -> ExitCode {
     match controller.shutdown(Duration::from_secs(5)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => controller_exit(&e),
+    }
+}
+
+async fn bench(name: String, seconds: u64) -> ExitCode {
+    if !leitstand_chaos::bench::NAMES.contains(&name.as_str()) {
+        let known = leitstand_chaos::bench::NAMES.join(", ");
+        tracing::error!("leitstand bench {name}: unknown benchmark; known: {known}");
+        return ExitCode::from(2);
+    }
+    match leitstand_chaos::bench::run(&name, seconds).await {
+        Ok(report) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{report:#}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("leitstand bench {name}: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,3 +1,6 @@
 //! leitstand-chaos: sandbox clusters of real processes, fault injection, the
-//! invariant checker and drills. Arrives with the chaos issue; nothing here yet.
+//! invariant checker, drills (later) and the benchmarks behind
+//! `leitstand bench NAME`.
 #![forbid(unsafe_code)]
+
+pub mod bench;

@@ -24,7 +24,6 @@ fn later_commands_exist_and_say_they_are_not_available_yet() {
         &["cluster", "transfer", "2"],
         &["drill", "list"],
         &["drill", "run", "leader-killed", "--seed", "7"],
-        &["bench", "ingest"],
     ];
     for args in cases {
         let out = run(args);

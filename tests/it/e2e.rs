@@ -117,8 +117,8 @@ fn an_agent_reports_over_mtls_and_rides_out_a_controller_restart() {
     )
     .expect("write agent.toml");
 
-    let controller = site.start_controller();
-    let agent = Process::start("agent", &["agent", "--config", &site.path("agent.toml")]);
+    let mut controller = site.start_controller();
+    let mut agent = Process::start("agent", &["agent", "--config", &site.path("agent.toml")]);
     agent.must_log(&["connected to controller", &site.address]);
     agent.must_log(&["reports acknowledged"]);
     controller.must_log(&["agent connected", "agent=ww-hengsteysee-1"]);
@@ -133,7 +133,7 @@ fn an_agent_reports_over_mtls_and_rides_out_a_controller_restart() {
 
     // It comes back on the same address; the agent reconnects by itself and
     // replays what the new controller has not acknowledged.
-    let controller = site.start_controller();
+    let mut controller = site.start_controller();
     agent.must_log_n(2, &["connected to controller"], Duration::from_secs(40));
     agent.must_log_n(2, &["reports acknowledged"], Duration::from_secs(20));
     controller.must_log(&["agent connected", "agent=ww-hengsteysee-1"]);
@@ -187,7 +187,7 @@ fn serial_of(der: &[u8]) -> Vec<u8> {
 #[test]
 fn sighup_reloads_certificate_and_crl_for_new_handshakes_while_open_streams_continue() {
     let site = Site::new(&["steady", "other"]);
-    let controller = site.start_controller();
+    let mut controller = site.start_controller();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
 
     // An open stream, before the reload.
@@ -279,4 +279,140 @@ fn sighup_reloads_certificate_and_crl_for_new_handshakes_while_open_streams_cont
         expect_ack(&mut inbound, 2).await;
     });
     assert!(controller.stop().success());
+}
+
+/// Sequence numbers a controller process logged as accepted.
+fn accepted_seqs(controller: &Process) -> Vec<u64> {
+    controller
+        .lines()
+        .iter()
+        .filter(|l| l.contains("report accepted"))
+        .filter_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("seq=")))
+        .map(|n| n.parse().expect("seq is a number"))
+        .collect()
+}
+
+fn start_debug_controller(site: &Site) -> Process {
+    let controller = Process::start_with_log(
+        "controller",
+        &["controller", "--config", &site.path("controller.toml")],
+        "info,leitstand_controller::gateway=debug",
+    );
+    controller.must_log(&["controller serving", &site.address]);
+    controller
+}
+
+fn write_agent_toml(site: &Site, name: &str, interval: &str, buffer: &str) {
+    std::fs::write(
+        site.path("agent.toml"),
+        format!(
+            "id = \"{name}\"\ncontrollers = [\"{}\"]\ninterval = \"{interval}\"\nbuffer = \"{buffer}\"\nstate_dir = \"agent-state\"\n\
+             [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/agent-{name}.pem\"\nkey = \"pki/agent-{name}.key\"\n",
+            site.address
+        ),
+    )
+    .expect("write agent.toml");
+}
+
+/// Runs controller A, then an outage of `outage_reports` report intervals,
+/// then controller B; returns (seqs at A, seqs at B, agent).
+fn outage(site: &Site, outage_reports: usize) -> (Vec<u64>, Vec<u64>, Process) {
+    let mut first = start_debug_controller(site);
+    let agent = Process::start("agent", &["agent", "--config", &site.path("agent.toml")]);
+    agent.must_log(&["reports acknowledged"]);
+    first.must_log_n(5, &["report accepted"], Duration::from_secs(20));
+    assert!(first.stop().success());
+    let at_first = accepted_seqs(&first);
+
+    // The outage lasts until the agent has taken `outage_reports` reports offline.
+    crate::support::wait_until(
+        &format!("the agent to take {outage_reports} reports while no controller is up"),
+        Duration::from_secs(30),
+        || taken_offline(&agent) >= outage_reports,
+    );
+
+    let mut second = start_debug_controller(site);
+    agent.must_log_n(2, &["connected to controller"], Duration::from_secs(40));
+    second.must_log_n(
+        outage_reports,
+        &["report accepted"],
+        Duration::from_secs(20),
+    );
+    assert!(second.stop().success());
+    (at_first, accepted_seqs(&second), agent)
+}
+
+/// Reports the agent took without a controller, as far as its log tells:
+/// the most it held unacknowledged, plus those it dropped.
+fn taken_offline(agent: &Process) -> usize {
+    agent
+        .lines()
+        .iter()
+        .filter(|l| l.contains("controller unavailable"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("buffered="))
+        })
+        .filter_map(|n| n.parse().ok())
+        .max()
+        .unwrap_or(0)
+        + agent.count(&["dropped the oldest"])
+}
+
+#[test]
+fn a_controller_restart_loses_no_report_within_the_buffer_bound() {
+    let site = Site::new(&["ww-1"]);
+    write_agent_toml(&site, "ww-1", "100ms", "60s");
+    let (first, second, mut agent) = outage(&site, 10);
+
+    let mut all: Vec<u64> = first.iter().chain(&second).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    let last = *all.last().expect("reports arrived");
+    assert_eq!(
+        all,
+        (1..=last).collect::<Vec<_>>(),
+        "sequence numbers are contiguous across the restart"
+    );
+    let last_at_first = first.iter().max().copied().unwrap_or(0);
+    assert!(
+        second.iter().any(|&s| s <= last_at_first + 1),
+        "the replay starts right after A's last"
+    );
+    assert_eq!(
+        agent.count(&["dropped the oldest"]),
+        0,
+        "nothing was dropped within the bound"
+    );
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn beyond_the_buffer_bound_the_oldest_reports_are_dropped_and_counted() {
+    let site = Site::new(&["ww-2"]);
+    write_agent_toml(&site, "ww-2", "100ms", "500ms");
+    let (first, second, mut agent) = outage(&site, 15);
+
+    let mut all: Vec<u64> = first.iter().chain(&second).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    let last = *all.last().expect("reports arrived");
+    let missing = (1..=last).filter(|s| all.binary_search(s).is_err()).count();
+    let dropped: usize = agent
+        .lines()
+        .iter()
+        .filter(|l| l.contains("dropped the oldest"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("dropped_total="))
+        })
+        .filter_map(|n| n.parse().ok())
+        .max()
+        .expect("the agent logged its drops");
+    assert!(dropped > 0);
+    assert_eq!(
+        missing, dropped,
+        "exactly the dropped reports are missing at the controllers"
+    );
+    assert!(agent.stop().success());
 }

@@ -19,6 +19,18 @@ pub fn pause_between_polls() {
     std::thread::sleep(Duration::from_millis(20));
 }
 
+/// Polls `condition` until it holds; fails naming what it waited for.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        pause_between_polls();
+    }
+}
+
 pub fn leitstand() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_leitstand"));
     command.env("LEITSTAND_LOG", "info").env("NO_COLOR", "1");
@@ -60,7 +72,13 @@ pub struct Process {
 
 impl Process {
     pub fn start(name: &str, args: &[&str]) -> Process {
+        Process::start_with_log(name, args, "info")
+    }
+
+    /// Starts with `LEITSTAND_LOG` set to `filter`.
+    pub fn start_with_log(name: &str, args: &[&str], filter: &str) -> Process {
         let mut child = leitstand()
+            .env("LEITSTAND_LOG", filter)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -123,7 +141,7 @@ impl Process {
     }
 
     /// Sends SIGTERM and waits for a clean exit.
-    pub fn stop(mut self) -> std::process::ExitStatus {
+    pub fn stop(&mut self) -> std::process::ExitStatus {
         self.signal(nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
