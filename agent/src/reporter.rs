@@ -21,6 +21,7 @@ use leitstand_proto::domain::bounds;
 use leitstand_proto::tls::ClientTls;
 use leitstand_proto::v1::agent_gateway_client::AgentGatewayClient;
 use leitstand_proto::v1::{self, agent_message, controller_message};
+use prost::Message;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
@@ -42,6 +43,9 @@ const MAX_HINTS_IN_A_ROW: u32 = 3;
 const MAX_ACTIONS_IN_FLIGHT: usize = 16;
 /// Action results kept for a controller that is not reachable right now.
 const MAX_PENDING_ACTION_RESULTS: usize = 256;
+/// Encoded bytes of unacknowledged reports kept at most, whatever their
+/// number: the buffer's memory bound (docs/ARCHITECTURE.md).
+pub(crate) const MAX_BUFFER_BYTES: usize = 4 << 20;
 
 fn unix_ms() -> i64 {
     SystemTime::now()
@@ -117,6 +121,8 @@ pub(crate) struct Reporter {
     incarnation: u64,
     next_seq: u64,
     buffer: VecDeque<v1::Report>,
+    /// Encoded size of `buffer`.
+    buffer_bytes: usize,
     dropped: u64,
     /// The latest result of every check, sent with each report.
     latest: BTreeMap<String, v1::CheckResult>,
@@ -149,6 +155,7 @@ impl Reporter {
             incarnation: u64::try_from(unix_ms()).unwrap_or(1).max(1),
             next_seq: 1,
             buffer: VecDeque::new(),
+            buffer_bytes: 0,
             dropped: 0,
             latest: BTreeMap::new(),
             actions_in_flight: Arc::new(Semaphore::new(MAX_ACTIONS_IN_FLIGHT)),
@@ -226,17 +233,29 @@ impl Reporter {
             checks: self.latest.values().cloned().collect(),
         };
         self.next_seq += 1;
-        if self.buffer.len() >= self.config.buffer_reports {
-            self.buffer.pop_front();
+        let size = report.encoded_len();
+        while !self.buffer.is_empty()
+            && (self.buffer.len() >= self.config.buffer_reports
+                || self.buffer_bytes + size > MAX_BUFFER_BYTES)
+        {
+            self.pop_oldest();
             self.dropped += 1;
             tracing::warn!(
                 dropped_total = self.dropped,
                 capacity = self.config.buffer_reports,
+                buffered_bytes = self.buffer_bytes,
                 "report buffer full; dropped the oldest unacknowledged report"
             );
         }
+        self.buffer_bytes += size;
         self.buffer.push_back(report.clone());
         report
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some(oldest) = self.buffer.pop_front() {
+            self.buffer_bytes = self.buffer_bytes.saturating_sub(oldest.encoded_len());
+        }
     }
 
     fn hello(&self) -> v1::AgentMessage {
@@ -404,7 +423,13 @@ impl Reporter {
                 }
             },
         };
-        self.buffer.retain(|r| r.seq > welcome.last_acked_seq);
+        while self
+            .buffer
+            .front()
+            .is_some_and(|r| r.seq <= welcome.last_acked_seq)
+        {
+            self.pop_oldest();
+        }
         tracing::info!(
             controller = %address,
             node_id = welcome.node_id,
@@ -437,7 +462,7 @@ impl Reporter {
                     Ok(Some(v1::ControllerMessage { kind: Some(kind) })) => match kind {
                         controller_message::Kind::Ack(ack) => {
                             while self.buffer.front().is_some_and(|r| r.seq <= ack.seq) {
-                                self.buffer.pop_front();
+                                self.pop_oldest();
                             }
                             if !first_ack_logged {
                                 first_ack_logged = true;

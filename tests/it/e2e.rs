@@ -416,3 +416,105 @@ fn beyond_the_buffer_bound_the_oldest_reports_are_dropped_and_counted() {
     );
     assert!(agent.stop().success());
 }
+
+#[test]
+fn a_check_state_change_is_reported_at_once_not_at_the_next_interval() {
+    let site = Site::new(&["ww-3"]);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let target = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the checked service");
+    let target_address = target.local_addr().expect("address");
+    std::fs::write(
+        site.path("agent.toml"),
+        format!(
+            "id = \"ww-3\"\ncontrollers = [\"{}\"]\ninterval = \"30s\"\nstate_dir = \"agent-state\"\n\
+             [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/agent-ww-3.pem\"\nkey = \"pki/agent-ww-3.key\"\n\
+             [[check]]\nname = \"uplink\"\nkind = \"tcp\"\ntarget = \"{target_address}\"\ninterval = \"200ms\"\ntimeout = \"500ms\"\n",
+            site.address
+        ),
+    )
+    .expect("write agent.toml");
+    let config_path = site.path("controller.toml");
+    runtime.block_on(async {
+        let controller = leitstand_controller::Controller::start(
+            leitstand_controller::ControllerConfig::load(Path::new(&config_path)).expect("controller.toml"),
+        )
+        .await
+        .expect("controller");
+        let agent = leitstand_agent::Agent::start(
+            leitstand_agent::AgentConfig::load(Path::new(&site.path("agent.toml"))).expect("agent.toml"),
+        )
+        .expect("agent");
+        let id = leitstand_proto::domain::AgentId::new("ww-3").expect("id");
+        let status_of_uplink = || {
+            controller
+                .latest_report(&id)
+                .and_then(|(_, report)| report)
+                .and_then(|r| r.checks.into_iter().find(|c| c.name.as_str() == "uplink"))
+                .map(|c| c.status)
+        };
+        let wait = |want: leitstand_proto::domain::CheckStatus, within: Duration| {
+            let deadline = tokio::time::Instant::now() + within;
+            async move {
+                while status_of_uplink() != Some(want) {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the controller did not see uplink {want:?} within {within:?} (reports every 30 s)"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        wait(leitstand_proto::domain::CheckStatus::Ok, Duration::from_secs(10)).await;
+        drop(target);
+        // The periodic report is 30 s away: only the immediate one can arrive this soon.
+        wait(leitstand_proto::domain::CheckStatus::Critical, Duration::from_secs(5)).await;
+        agent.shutdown().await;
+        controller.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    });
+}
+
+#[test]
+fn sighup_reloads_checks_and_actions_without_dropping_the_stream() {
+    let site = Site::new(&["ww-4"]);
+    let base = format!(
+        "id = \"ww-4\"\ncontrollers = [\"{}\"]\ninterval = \"500ms\"\nstate_dir = \"agent-state\"\n\
+         [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/agent-ww-4.pem\"\nkey = \"pki/agent-ww-4.key\"\n\
+         [[check]]\nname = \"one\"\nkind = \"tcp\"\ntarget = \"127.0.0.1:9\"\n",
+        site.address
+    );
+    std::fs::write(site.path("agent.toml"), &base).expect("write agent.toml");
+    let mut controller = site.start_controller();
+    let mut agent = Process::start("agent", &["agent", "--config", &site.path("agent.toml")]);
+    agent.must_log(&["reports acknowledged"]);
+
+    // A broken file is refused and changes nothing.
+    std::fs::write(site.path("agent.toml"), format!("{base}bogus = 1\n")).expect("write");
+    agent.signal(Signal::SIGHUP);
+    agent.must_log(&[
+        "reload failed; keeping the previous configuration",
+        "agent.toml:",
+    ]);
+
+    std::fs::write(
+        site.path("agent.toml"),
+        format!(
+            "{base}[[check]]\nname = \"two\"\nkind = \"tcp\"\ntarget = \"127.0.0.1:9\"\n\
+             [[action]]\nname = \"activate-lte\"\nargv = [\"/bin/true\"]\n"
+        ),
+    )
+    .expect("write");
+    agent.signal(Signal::SIGHUP);
+    agent.must_log(&["configuration and TLS material reloaded"]);
+    controller.must_log(&[
+        "agent announced a reloaded configuration",
+        "checks=2",
+        "actions=1",
+    ]);
+    assert_eq!(
+        agent.count(&["connected to controller"]),
+        1,
+        "the stream was not dropped"
+    );
+    assert!(agent.stop().success());
+    assert!(controller.stop().success());
+}
