@@ -88,7 +88,12 @@ async fn sandbox() -> anyhow::Result<()> {
              ca = \"pki/ca.pem\"\n\
              cert = \"pki/agent-{AGENT_ID}.pem\"\n\
              key = \"pki/agent-{AGENT_ID}.key\"\n\
-             crl = \"pki/crl.pem\"\n"
+             crl = \"pki/crl.pem\"\n\
+             [[check]]\n\
+             name = \"controller-port\"\n\
+             kind = \"tcp\"\n\
+             target = \"{address}\"\n\
+             interval = \"1s\"\n"
         ),
     )?;
     let agent = Agent::start(AgentConfig::load(&agent_toml)?)?;
@@ -101,11 +106,23 @@ async fn sandbox() -> anyhow::Result<()> {
             root.path().display()
         );
         println!("  controller 1 listening on {address} (mTLS, TLS 1.3)");
-        println!("  agent {AGENT_ID} reporting this machine's health every second");
+        println!(
+            "  agent {AGENT_ID} reporting this machine's health and one tcp check every second"
+        );
         println!("  Ctrl-C stops both and removes the folder");
     }
 
-    wait_for_stop().await?;
+    let agent_id = leitstand_proto::domain::AgentId::new(AGENT_ID)?;
+    let mut status = tokio::time::interval(Duration::from_secs(10));
+    status.tick().await;
+    let stop = wait_for_stop();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            result = &mut stop => { result?; break; }
+            _ = status.tick() => print_status(&controller, &agent_id),
+        }
+    }
     tracing::info!("stopping the sandbox");
     agent.shutdown().await;
     if let Err(e) = controller.shutdown(Duration::from_secs(2)).await {
@@ -113,6 +130,37 @@ async fn sandbox() -> anyhow::Result<()> {
     }
     root.close()?;
     Ok(())
+}
+
+/// One plain line: what the controller knows of the agent right now.
+#[allow(clippy::print_stdout)]
+fn print_status(controller: &Controller, agent: &leitstand_proto::domain::AgentId) {
+    let Some((seq, report)) = controller.latest_report(agent) else {
+        println!("{agent}: no report yet");
+        return;
+    };
+    let checks: Vec<String> = report
+        .map(|r| {
+            r.checks
+                .iter()
+                .map(|c| format!("{} {:?}", c.name, c.status))
+                .collect()
+        })
+        .unwrap_or_default();
+    let connected = if controller.is_connected(agent) {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    println!(
+        "{agent}: {connected}, {} reports accepted (last #{seq}); checks: {}",
+        controller.reports_accepted(),
+        if checks.is_empty() {
+            "none yet".to_owned()
+        } else {
+            checks.join(", ")
+        }
+    );
 }
 
 async fn wait_for_stop() -> anyhow::Result<()> {
