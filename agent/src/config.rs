@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use leitstand_proto::config::{ConfigSource, parse_duration};
+use leitstand_proto::config::{ConfigSource, is_host_port, parse_duration};
 use leitstand_proto::domain::{AgentId, Identifier};
 use leitstand_proto::tls::TlsFiles;
 use toml::Spanned;
@@ -206,10 +206,7 @@ impl AgentConfig {
         let mut controllers = Vec::with_capacity(listed.len());
         for address in listed {
             let text = address.get_ref();
-            if text
-                .rsplit_once(':')
-                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-            {
+            if !is_host_port(text) {
                 return Err(at(
                     address.span(),
                     format!("controller address {text:?} is not host:port, e.g. \"10.0.0.1:7401\""),

@@ -26,9 +26,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::checks::read_capped;
 use leitstand_proto::domain::{FencingToken, Identifier, bounds};
 use leitstand_proto::v1;
-use tokio::io::AsyncReadExt;
 
 /// PATH for actions: the environment is cleared first.
 const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -396,22 +396,6 @@ struct RunOutcome {
     duration: Duration,
 }
 
-/// Reads at most `cap` bytes and then drains the rest, so the child never
-/// blocks on a full pipe.
-async fn read_capped(mut pipe: impl tokio::io::AsyncRead + Unpin, cap: usize) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match pipe.read(&mut chunk).await {
-            Ok(0) | Err(_) => return kept,
-            Ok(n) => {
-                let room = cap.saturating_sub(kept.len());
-                kept.extend_from_slice(&chunk[..n.min(room)]);
-            }
-        }
-    }
-}
-
 async fn run(spec: &ActionSpec, request: &Request) -> RunOutcome {
     use std::os::unix::process::ExitStatusExt;
     let started = tokio::time::Instant::now();
@@ -443,14 +427,8 @@ async fn run(spec: &ActionSpec, request: &Request) -> RunOutcome {
         Err(e) => return failed(format!("cannot start {}: {e}", spec.argv[0])),
     };
     let pid = child.id();
-    let stdout = child
-        .stdout
-        .take()
-        .map(|p| tokio::spawn(read_capped(p, spec.output_cap)));
-    let stderr = child
-        .stderr
-        .take()
-        .map(|p| tokio::spawn(read_capped(p, spec.output_cap)));
+    let stdout = tokio::spawn(read_capped(child.stdout.take(), spec.output_cap));
+    let stderr = tokio::spawn(read_capped(child.stderr.take(), spec.output_cap));
     let status = tokio::time::timeout(spec.timeout, child.wait()).await;
     let timed_out = status.is_err();
     if timed_out && let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
@@ -464,18 +442,13 @@ async fn run(spec: &ActionSpec, request: &Request) -> RunOutcome {
         Ok(status) => status,
         Err(_) => child.wait().await,
     };
-    let mut output = match stdout {
-        Some(task) => task.await.unwrap_or_default(),
-        None => Vec::new(),
-    };
-    if let Some(task) = stderr {
-        let err = task.await.unwrap_or_default();
-        if !err.is_empty() {
-            if !output.is_empty() {
-                output.push(b'\n');
-            }
-            output.extend_from_slice(&err);
+    let mut output = stdout.await.unwrap_or_default();
+    let err = stderr.await.unwrap_or_default();
+    if !err.is_empty() {
+        if !output.is_empty() {
+            output.push(b'\n');
         }
+        output.extend_from_slice(&err);
     }
     let output = truncate(
         String::from_utf8_lossy(&output).into_owned(),

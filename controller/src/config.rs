@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use leitstand_proto::config::ConfigSource;
+use leitstand_proto::config::{ConfigSource, is_host_port};
 use leitstand_proto::domain::{Identifier, NodeId};
 use leitstand_proto::tls::TlsFiles;
 use toml::Spanned;
@@ -98,10 +98,7 @@ impl ControllerConfig {
                 )
             })?;
             let text = address.get_ref();
-            if text
-                .rsplit_once(':')
-                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-            {
+            if !is_host_port(text) {
                 return Err(at(
                     address.span(),
                     format!("peer {id} address {text:?} is not host:port"),

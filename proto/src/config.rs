@@ -99,6 +99,14 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Whether `address` has the form host:port (a DNS name or IP address,
+/// IPv6 in brackets, and a port number).
+pub fn is_host_port(address: &str) -> bool {
+    address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
 /// Parses a duration such as "200ms", "1s", "10m" from a configuration value.
 pub fn parse_duration(
     source: &ConfigSource,

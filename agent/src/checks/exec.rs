@@ -147,8 +147,9 @@ impl ExecProbe {
     }
 }
 
-/// Everything `pipe` yields, of which the first `cap` bytes are kept.
-async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> Vec<u8> {
+/// Everything `pipe` yields, of which the first `cap` bytes are kept; the
+/// rest is drained so the child never blocks on a full pipe.
+pub(crate) async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> Vec<u8> {
     let Some(mut pipe) = pipe else {
         return Vec::new();
     };

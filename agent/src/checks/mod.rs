@@ -57,6 +57,7 @@ use leitstand_proto::v1::{self, CheckStatus, PerfDatum};
 use tokio::time::Instant;
 
 pub(crate) use config::{RawCheck, parse_checks};
+pub(crate) use exec::read_capped;
 pub(crate) use runner::CheckRunner;
 
 /// Checks that run at the same time, at most, unless configured otherwise.
