@@ -11,6 +11,7 @@ mod config;
 mod counters;
 mod gateway;
 mod peer;
+mod raft;
 mod registry;
 
 use std::net::SocketAddr;

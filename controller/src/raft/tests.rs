@@ -1,0 +1,9 @@
+//! Tests of the Raft wrapper: raft-rs 0.7's `MemStorage` cases ported as
+//! data against `RedbStorage` on a temporary directory, recovery after a
+//! reopen, refusal of damaged and foreign files, the slog bridge, and
+//! three in-process nodes over a fault-injecting transport.
+
+mod logger;
+mod node;
+mod storage;
+mod transport_simulate;

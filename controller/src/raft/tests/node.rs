@@ -1,0 +1,531 @@
+//! Three in-process Raft nodes on temporary directories, over the
+//! filtering in-process network, with paused time: elections, commits,
+//! leader loss, restart from files, partitions and message loss.
+//!
+//! Time is tokio's paused clock, which jumps to the next timer whenever
+//! every task waits; fsyncs run inline and do not move it. Waits are
+//! bounded (`wait_for`) and say what they waited for.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use leitstand_proto::domain::NodeId;
+use raft::StateRole;
+use raft::eraftpb::ConfState;
+use tokio::time::Instant;
+
+use super::transport_simulate::{DropRate, FilteredTransport, Filters, Isolate, LocalNetwork};
+use crate::raft::node::{ApplyEvent, NodeConfig, NodeHandle, NodeStatus, ProposeError, RaftNode};
+use crate::raft::storage::{RedbStorage, StorageOptions};
+
+/// Polls `check` every 10 ms until it returns `Some`, for at most `within`.
+async fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+type AppliedLog = Arc<Mutex<Vec<ApplyEvent>>>;
+
+struct Cluster {
+    _root: tempfile::TempDir,
+    dirs: BTreeMap<u64, PathBuf>,
+    network: LocalNetwork,
+    filters: Filters,
+    nodes: BTreeMap<u64, RaftNode>,
+    /// What each node applied, across its restarts.
+    applied: BTreeMap<u64, AppliedLog>,
+}
+
+impl Cluster {
+    /// Starts nodes 1..=n, all bootstrapped with the same membership.
+    fn start(n: u64) -> Cluster {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let mut cluster = Cluster {
+            dirs: BTreeMap::new(),
+            network: LocalNetwork::default(),
+            filters: Filters::default(),
+            nodes: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            _root: root,
+        };
+        for id in 1..=n {
+            let dir = cluster._root.path().join(format!("node-{id}"));
+            std::fs::create_dir(&dir).expect("node directory");
+            cluster.dirs.insert(id, dir);
+            cluster.applied.insert(id, AppliedLog::default());
+            let storage = cluster.open_storage(id);
+            let voters = ConfState {
+                voters: (1..=n).collect(),
+                ..Default::default()
+            };
+            assert!(
+                storage
+                    .initialize_with_conf_state(voters)
+                    .expect("bootstrap")
+            );
+            cluster.start_node(id, storage);
+        }
+        cluster
+    }
+
+    fn open_storage(&self, id: u64) -> RedbStorage {
+        RedbStorage::open(&self.dirs[&id], node_id(id), StorageOptions::default())
+            .expect("opening a node's Raft log")
+    }
+
+    fn start_node(&mut self, id: u64, storage: RedbStorage) {
+        let transport = Arc::new(FilteredTransport {
+            inner: self.network.clone(),
+            filters: self.filters.clone(),
+        });
+        let log = self.applied[&id].clone();
+        let apply = Box::new(move |event| log.lock().expect("applied log").push(event));
+        let node = RaftNode::start(NodeConfig::new(node_id(id)), storage, transport, apply)
+            .expect("starting a node");
+        self.network.register(node.handle());
+        self.nodes.insert(id, node);
+    }
+
+    /// Restarts a stopped node from its files.
+    fn restart(&mut self, id: u64) {
+        let storage = self.open_storage(id);
+        self.start_node(id, storage);
+    }
+
+    /// Stops a node as a crash would look to the others: gone at once.
+    async fn kill(&mut self, id: u64) {
+        self.network.unregister(id);
+        let node = self.nodes.remove(&id).expect("a running node");
+        node.stop().await.expect("the node stops cleanly");
+    }
+
+    fn handle(&self, id: u64) -> NodeHandle {
+        self.nodes[&id].handle()
+    }
+
+    fn statuses(&self) -> Vec<NodeStatus> {
+        self.nodes
+            .values()
+            .map(|node| node.handle().status())
+            .collect()
+    }
+
+    /// Waits until the running nodes agree on one leader in one term.
+    async fn must_elect(&self, within: Duration) -> u64 {
+        wait_for("one leader that every running node follows", within, || {
+            let statuses = self.statuses();
+            let leaders: Vec<&NodeStatus> = statuses
+                .iter()
+                .filter(|status| status.role == StateRole::Leader)
+                .collect();
+            let [leader] = leaders.as_slice() else {
+                return None;
+            };
+            statuses
+                .iter()
+                .all(|status| status.leader == Some(leader.id) && status.term == leader.term)
+                .then_some(leader.id)
+        })
+        .await
+    }
+
+    /// Proposes on `leader` and waits until every running node applied it.
+    async fn must_commit(&self, leader: u64, data: &[u8]) -> u64 {
+        let index = self
+            .handle(leader)
+            .propose(data.to_vec())
+            .await
+            .unwrap_or_else(|error| panic!("proposal {data:?} on node {leader}: {error}"));
+        for &id in self.nodes.keys() {
+            wait_for(
+                &format!("node {id} to apply {data:?} at index {index}"),
+                Duration::from_secs(5),
+                || {
+                    self.applied_data(id)
+                        .contains(&(index, data.to_vec()))
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+        index
+    }
+
+    /// (index, data) of every entry node `id` applied, in order.
+    fn applied_data(&self, id: u64) -> Vec<(u64, Vec<u8>)> {
+        self.applied[&id]
+            .lock()
+            .expect("applied log")
+            .iter()
+            .filter_map(|event| match event {
+                ApplyEvent::Entry { index, data, .. } => Some((*index, data.clone())),
+                ApplyEvent::Snapshot { .. } => None,
+            })
+            .collect()
+    }
+
+    async fn stop_all(mut self) {
+        for (id, node) in std::mem::take(&mut self.nodes) {
+            node.stop()
+                .await
+                .unwrap_or_else(|error| panic!("node {id} ended with an error: {error}"));
+        }
+    }
+}
+
+fn node_id(id: u64) -> NodeId {
+    NodeId::new(id).expect("test node ids are positive")
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_nodes_elect_one_leader() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.must_elect(Duration::from_secs(5)).await;
+    let statuses = cluster.statuses();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|status| status.role == StateRole::Follower)
+            .count(),
+        2,
+        "{statuses:?}"
+    );
+    assert!((1..=3).contains(&leader));
+    cluster.stop_all().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_proposal_is_applied_on_all_three_in_the_same_order() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.must_elect(Duration::from_secs(5)).await;
+    let first = cluster.must_commit(leader, b"first").await;
+    let second = cluster.must_commit(leader, b"second").await;
+    assert_eq!(second, first + 1);
+    let on_leader = cluster.applied_data(leader);
+    for id in 1..=3 {
+        assert_eq!(cluster.applied_data(id), on_leader, "node {id}");
+    }
+    assert_eq!(
+        on_leader,
+        vec![(first, b"first".to_vec()), (second, b"second".to_vec())]
+    );
+    cluster.stop_all().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_refuses_proposals_naming_the_leader() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.must_elect(Duration::from_secs(5)).await;
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let error = cluster
+        .handle(follower)
+        .propose(b"to a follower".to_vec())
+        .await
+        .expect_err("a follower does not take proposals");
+    assert_eq!(
+        error,
+        ProposeError::NotLeader {
+            leader_hint: Some(leader)
+        }
+    );
+    assert_eq!(
+        error.to_string(),
+        format!("this node is not the Raft leader; node {leader} is")
+    );
+    cluster.stop_all().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn losing_the_leader_elects_another_that_commits() {
+    let mut cluster = Cluster::start(3);
+    let old_leader = cluster.must_elect(Duration::from_secs(5)).await;
+    cluster.must_commit(old_leader, b"before").await;
+
+    cluster.kill(old_leader).await;
+    let new_leader = cluster.must_elect(Duration::from_secs(5)).await;
+    assert_ne!(new_leader, old_leader);
+
+    cluster.must_commit(new_leader, b"after").await;
+    for id in cluster.nodes.keys() {
+        let data: Vec<Vec<u8>> = cluster
+            .applied_data(*id)
+            .into_iter()
+            .map(|(_, data)| data)
+            .collect();
+        assert_eq!(
+            data,
+            vec![b"before".to_vec(), b"after".to_vec()],
+            "node {id}"
+        );
+    }
+    cluster.stop_all().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_catches_up_from_its_files() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.must_elect(Duration::from_secs(5)).await;
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    cluster.must_commit(leader, b"one").await;
+
+    cluster.kill(follower).await;
+    let applied_before = cluster.applied_data(follower);
+    assert_eq!(applied_before.len(), 1);
+    cluster.must_commit(leader, b"two").await;
+    cluster.must_commit(leader, b"three").await;
+    assert_eq!(
+        cluster.applied_data(follower),
+        applied_before,
+        "a stopped node applies nothing"
+    );
+
+    cluster.restart(follower);
+    let restarted = cluster.handle(follower);
+    // It recovered its term and applied index from its file...
+    assert!(restarted.status().term >= 1);
+    assert_eq!(restarted.status().applied, applied_before[0].0);
+    // ...and gets the rest from the leader, without applying "one" twice.
+    let leader_data = cluster.applied_data(leader);
+    wait_for(
+        "the restarted node to catch up",
+        Duration::from_secs(5),
+        || (cluster.applied_data(follower) == leader_data).then_some(()),
+    )
+    .await;
+    assert_eq!(
+        cluster
+            .applied_data(follower)
+            .into_iter()
+            .map(|(_, data)| data)
+            .collect::<Vec<_>>(),
+        vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
+    // And it is a full member again: a proposal reaches all three.
+    let leader = cluster.must_elect(Duration::from_secs(5)).await;
+    cluster.must_commit(leader, b"four").await;
+    cluster.stop_all().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.must_elect(Duration::from_secs(5)).await;
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    cluster.must_commit(leader, b"one").await;
+    cluster.kill(follower).await;
+    cluster.must_commit(leader, b"two").await;
+    let three = cluster.must_commit(leader, b"three").await;
+
+    // What the state machine will do: snapshot at its applied index and
+    // compact the log behind it.
+    {
+        let storage = cluster.nodes[&leader].storage();
+        let applied = storage.applied();
+        assert!(applied >= three, "the leader applied {applied} < {three}");
+        storage
+            .create_snapshot(applied, storage.conf_state(), b"state through three")
+            .expect("snapshot");
+        storage.compact(applied + 1).expect("compact the whole log");
+        assert_eq!(raft::Storage::first_index(&storage), Ok(applied + 1));
+    }
+
+    cluster.restart(follower);
+    wait_for(
+        "the follower to install the snapshot",
+        Duration::from_secs(5),
+        || {
+            cluster.applied[&follower]
+                .lock()
+                .expect("applied log")
+                .iter()
+                .find_map(|event| match event {
+                    ApplyEvent::Snapshot { index, data, .. } => Some((*index, data.clone())),
+                    ApplyEvent::Entry { .. } => None,
+                })
+        },
+    )
+    .await;
+    let four = cluster.must_commit(leader, b"four").await;
+    // The follower's file now starts at the snapshot.
+    let storage = cluster.nodes[&follower].storage();
+    let snapshot = storage.snapshot_metadata();
+    assert!(
+        snapshot.index >= three && snapshot.index < four,
+        "{snapshot:?}"
+    );
+    assert_eq!(storage.applied(), four);
+    assert_eq!(
+        raft::Storage::snapshot(&storage, 0, 0)
+            .expect("the installed snapshot")
+            .get_data(),
+        b"state through three"
+    );
+    drop(storage);
+    cluster.stop_all().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_isolated_leader_loses_its_proposal_to_the_new_leader() {
+    let cluster = Cluster::start(3);
+    let old_leader = cluster.must_elect(Duration::from_secs(5)).await;
+    cluster.must_commit(old_leader, b"before").await;
+
+    cluster.filters.add(Isolate(old_leader));
+    // Appended by the old leader, never replicated.
+    let lost = {
+        let handle = cluster.handle(old_leader);
+        tokio::spawn(async move { handle.propose(b"lost".to_vec()).await })
+    };
+    let majority: BTreeSet<u64> = (1..=3).filter(|&id| id != old_leader).collect();
+    let new_leader = wait_for(
+        "a new leader among the majority",
+        Duration::from_secs(5),
+        || {
+            majority.iter().copied().find(|&id| {
+                let status = cluster.handle(id).status();
+                status.role == StateRole::Leader
+            })
+        },
+    )
+    .await;
+    let index = cluster
+        .handle(new_leader)
+        .propose(b"kept".to_vec())
+        .await
+        .expect("the majority commits");
+    // check_quorum: the old leader steps down without a quorum.
+    wait_for(
+        "the isolated leader to step down",
+        Duration::from_secs(5),
+        || (cluster.handle(old_leader).status().role != StateRole::Leader).then_some(()),
+    )
+    .await;
+
+    cluster.filters.clear();
+    let outcome = lost.await.expect("the proposing task");
+    assert_eq!(outcome, Err(ProposeError::Dropped));
+    wait_for(
+        "the old leader to apply the new leader's entry",
+        Duration::from_secs(5),
+        || {
+            cluster
+                .applied_data(old_leader)
+                .contains(&(index, b"kept".to_vec()))
+                .then_some(())
+        },
+    )
+    .await;
+    for id in 1..=3 {
+        assert!(
+            !cluster
+                .applied_data(id)
+                .iter()
+                .any(|(_, data)| data == b"lost"),
+            "node {id} never applies the lost proposal"
+        );
+    }
+    cluster.stop_all().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn commits_despite_losing_a_fifth_of_all_messages() {
+    let cluster = Cluster::start(3);
+    cluster.filters.add(DropRate::new(20, 0x5EED));
+    let mut acknowledged = Vec::new();
+    for i in 0..10u8 {
+        // Leadership may move under loss; follow it.
+        let leader = cluster.must_elect(Duration::from_secs(20)).await;
+        let data = vec![b'a' + i];
+        match cluster.handle(leader).propose(data.clone()).await {
+            Ok(index) => acknowledged.push((index, data)),
+            Err(
+                ProposeError::Dropped
+                | ProposeError::Timeout { .. }
+                | ProposeError::NotLeader { .. },
+            ) => {}
+            Err(error) => panic!("unexpected {error}"),
+        }
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "with 20% loss some proposals still commit"
+    );
+    cluster.filters.clear();
+    let leader = cluster.must_elect(Duration::from_secs(5)).await;
+    cluster.must_commit(leader, b"healed").await;
+    // Every acknowledged proposal is applied, at its index, everywhere,
+    // and all nodes applied the same sequence.
+    let reference = cluster.applied_data(leader);
+    for entry in &acknowledged {
+        assert!(reference.contains(entry), "{entry:?} in {reference:?}");
+    }
+    for id in 1..=3 {
+        assert_eq!(cluster.applied_data(id), reference, "node {id}");
+    }
+    cluster.stop_all().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_proposal_the_cluster_cannot_commit_times_out() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.must_elect(Duration::from_secs(5)).await;
+    for id in 1..=3 {
+        if id != leader {
+            cluster.filters.add(Isolate(id));
+        }
+    }
+    let error = cluster
+        .handle(leader)
+        .propose(b"alone".to_vec())
+        .await
+        .expect_err("no quorum");
+    // Appended, never committed: the leader steps down (check_quorum) but
+    // cannot know the entry's fate, so the caller hears Timeout. (A later
+    // leader with this entry in its log may still commit it.)
+    assert_eq!(
+        error,
+        ProposeError::Timeout {
+            after: Duration::from_secs(5)
+        }
+    );
+    assert_ne!(cluster.handle(leader).status().role, StateRole::Leader);
+    cluster.stop_all().await;
+}
+
+/// DESIGN.md §10: after the leader is killed, a new leader in ≤ 1.0 s
+/// (median). Measured on the paused clock, so it is the protocol's share
+/// (timeouts and rounds), without real disk and network latency.
+#[tokio::test(start_paused = true)]
+async fn leader_loss_median_meets_the_election_budget() {
+    let mut cluster = Cluster::start(3);
+    let mut leader = cluster.must_elect(Duration::from_secs(5)).await;
+    let mut took = Vec::new();
+    for round in 0..15u8 {
+        cluster.must_commit(leader, &[round]).await;
+        cluster.kill(leader).await;
+        let killed_at = Instant::now();
+        let new_leader = cluster.must_elect(Duration::from_secs(10)).await;
+        took.push(killed_at.elapsed());
+        cluster.restart(leader);
+        leader = new_leader;
+    }
+    took.sort();
+    let median = took[took.len() / 2];
+    eprintln!("leader loss to new leader (paused clock): {took:?}");
+    assert!(
+        median <= Duration::from_secs(1),
+        "median {median:?} over the 1 s budget: {took:?}"
+    );
+    cluster.stop_all().await;
+}
