@@ -1,6 +1,7 @@
 //! Tests of the `leitstand` binary as a user runs it: real processes, real
 //! certificates, real sockets on loopback.
 
+mod actions;
 mod cli;
 mod deploy;
 mod e2e;
