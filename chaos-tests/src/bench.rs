@@ -300,11 +300,14 @@ async fn agent(seconds: u64) -> anyhow::Result<serde_json::Value> {
             .context("start prometheus-node-exporter")?,
     );
 
-    // Measure from the agent's first acknowledged reports on.
+    // Measure once the agent's first reports are acknowledged and
+    // node_exporter answers a scrape.
     let ready = tokio::time::Instant::now() + Duration::from_secs(30);
-    while controller.reports_accepted() < 2 {
+    while controller.reports_accepted() < 2 || scrape(&exporter_address).is_err() {
         if tokio::time::Instant::now() > ready {
-            bail!("the agent delivered no reports within 30 s");
+            bail!(
+                "within 30 s, the agent delivered no reports or node_exporter did not answer on {exporter_address}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
