@@ -437,63 +437,102 @@ impl Reporter {
             resending = self.buffer.len(),
             "connected to controller"
         );
-        let mut backlog: Vec<v1::AgentMessage> =
+        // What goes out, in order: the replay, pending action results, then
+        // whatever events produce. The controller is read while this is sent,
+        // so neither side can stall the other once HTTP/2 windows are full.
+        let mut queue: VecDeque<v1::AgentMessage> =
             self.buffer.iter().cloned().map(report_message).collect();
-        backlog.extend(
+        queue.extend(
             self.pending_results
                 .drain(..)
                 .map(|result| v1::AgentMessage {
                     kind: Some(agent_message::Kind::ActionResult(result)),
                 }),
         );
-        for message in backlog {
-            if outbound.send(message).await.is_err() {
-                return SessionEnd::Failed("outbound stream closed".into());
-            }
-        }
         let mut first_ack_logged = false;
-        loop {
-            let to_send = tokio::select! {
-                event = self.next_event() => match self.handle(event) {
-                    Some(messages) => messages,
-                    None => return SessionEnd::Stopped,
-                },
-                next = inbound.message() => match next {
-                    Ok(Some(v1::ControllerMessage { kind: Some(kind) })) => match kind {
-                        controller_message::Kind::Ack(ack) => {
-                            while self.buffer.front().is_some_and(|r| r.seq <= ack.seq) {
-                                self.pop_oldest();
-                            }
-                            if !first_ack_logged {
-                                first_ack_logged = true;
-                                tracing::info!(controller = %address, seq = ack.seq, "reports acknowledged");
-                            }
-                            Vec::new()
-                        }
-                        controller_message::Kind::ExecuteAction(request) => self.dispatch(request).into_iter().collect(),
-                        controller_message::Kind::NotLeader(not_leader) => {
-                            let hint = Some(not_leader.leader_hint).filter(|h| !h.is_empty());
-                            return SessionEnd::NotLeader { hint };
-                        }
-                        controller_message::Kind::Welcome(_) => {
-                            return SessionEnd::Failed("a second Welcome on one session".into());
+        let end = loop {
+            if let Some(message) = queue.pop_front() {
+                tokio::select! {
+                    permit = outbound.reserve() => match permit {
+                        Ok(permit) => permit.send(message),
+                        Err(_) => {
+                            queue.push_front(message);
+                            break SessionEnd::Failed("outbound stream closed".into());
                         }
                     },
-                    Ok(Some(v1::ControllerMessage { kind: None })) => {
-                        return SessionEnd::Failed("an empty message from the controller".into());
+                    next = inbound.message() => {
+                        queue.push_front(message);
+                        match self.on_inbound(next, address, &mut first_ack_logged) {
+                            Ok(more) => queue.extend(more),
+                            Err(end) => break end,
+                        }
                     }
-                    Ok(None) => return SessionEnd::Failed("the controller closed the stream".into()),
-                    Err(status) => return SessionEnd::Failed(format!("{:?}: {}", status.code(), status.message())),
-                },
-            };
-            for message in to_send {
-                if let Err(mpsc::error::SendError(message)) = outbound.send(message).await {
-                    if let Some(agent_message::Kind::ActionResult(result)) = message.kind {
-                        self.pending_results.push_back(result);
-                    }
-                    return SessionEnd::Failed("outbound stream closed".into());
                 }
+                continue;
             }
+            tokio::select! {
+                event = self.next_event() => match self.handle(event) {
+                    Some(messages) => queue.extend(messages),
+                    None => break SessionEnd::Stopped,
+                },
+                next = inbound.message() => match self.on_inbound(next, address, &mut first_ack_logged) {
+                    Ok(more) => queue.extend(more),
+                    Err(end) => break end,
+                },
+            }
+        };
+        // Reports stay in the buffer anyway; unsent action results wait for
+        // the next session.
+        for message in queue {
+            if let Some(agent_message::Kind::ActionResult(result)) = message.kind {
+                self.pending_results.push_back(result);
+            }
+        }
+        end
+    }
+
+    /// Handles one message from the controller; returns what to send in
+    /// answer, or how the session ends.
+    fn on_inbound(
+        &mut self,
+        next: Result<Option<v1::ControllerMessage>, tonic::Status>,
+        address: &str,
+        first_ack_logged: &mut bool,
+    ) -> Result<Vec<v1::AgentMessage>, SessionEnd> {
+        match next {
+            Ok(Some(v1::ControllerMessage { kind: Some(kind) })) => match kind {
+                controller_message::Kind::Ack(ack) => {
+                    while self.buffer.front().is_some_and(|r| r.seq <= ack.seq) {
+                        self.pop_oldest();
+                    }
+                    if !*first_ack_logged {
+                        *first_ack_logged = true;
+                        tracing::info!(controller = %address, seq = ack.seq, "reports acknowledged");
+                    }
+                    Ok(Vec::new())
+                }
+                controller_message::Kind::ExecuteAction(request) => {
+                    Ok(self.dispatch(request).into_iter().collect())
+                }
+                controller_message::Kind::NotLeader(not_leader) => {
+                    let hint = Some(not_leader.leader_hint).filter(|h| !h.is_empty());
+                    Err(SessionEnd::NotLeader { hint })
+                }
+                controller_message::Kind::Welcome(_) => {
+                    Err(SessionEnd::Failed("a second Welcome on one session".into()))
+                }
+            },
+            Ok(Some(v1::ControllerMessage { kind: None })) => Err(SessionEnd::Failed(
+                "an empty message from the controller".into(),
+            )),
+            Ok(None) => Err(SessionEnd::Failed(
+                "the controller closed the stream".into(),
+            )),
+            Err(status) => Err(SessionEnd::Failed(format!(
+                "{:?}: {}",
+                status.code(),
+                status.message()
+            ))),
         }
     }
 }

@@ -25,6 +25,8 @@ use crate::registry::{Accepted, Registry};
 
 /// The first message must arrive within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// An agent must take an answer within this time.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const RATE_BURST: f64 = bounds::SESSION_BURST_MESSAGES as f64;
 const RATE_PER_SECOND: f64 = bounds::SESSION_MESSAGES_PER_SECOND as f64;
 
@@ -190,10 +192,17 @@ impl SessionTask {
     }
 
     async fn send(&self, kind: controller_message::Kind) -> Result<(), Refusal> {
-        self.tx
-            .send(Ok(message(kind)))
-            .await
-            .map_err(|_| Refusal::quiet(Code::Cancelled, "the agent went away"))
+        // An agent that stops reading must not pin this task (and its
+        // buffers) for ever.
+        match tokio::time::timeout(SEND_TIMEOUT, self.tx.send(Ok(message(kind)))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Refusal::quiet(Code::Cancelled, "the agent went away")),
+            Err(_) => Err(Refusal::new(
+                Rejection::Unresponsive,
+                Code::DeadlineExceeded,
+                format!("the agent read nothing for {} s", SEND_TIMEOUT.as_secs()),
+            )),
+        }
     }
 
     async fn serve(&mut self, inbound: &mut Streaming<v1::AgentMessage>) -> Result<(), Refusal> {

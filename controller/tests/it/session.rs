@@ -54,7 +54,8 @@ async fn hello_for_another_agent_is_denied_and_others_are_unaffected() {
 fn keep_reporting(
     mut session: Session,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<u64> {
+) -> tokio::task::JoinHandle<(u64, Session)> {
+    // The session is handed back, so the stream stays open until the test ends.
     tokio::spawn(async move {
         let mut seq = 1;
         while !*stop.borrow() {
@@ -66,7 +67,7 @@ fn keep_reporting(
             seq += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        seq - 1
+        (seq - 1, session)
     })
 }
 
@@ -164,7 +165,7 @@ async fn malformed_oversized_and_flooding_clients_are_refused_while_a_good_agent
 
     // Through all of it the good agent kept its session and its reports.
     stop.send(true).expect("stop the good agent");
-    let acknowledged = good.await.expect("the good agent's task");
+    let (acknowledged, _open) = good.await.expect("the good agent's task");
     assert!(
         acknowledged >= 5,
         "the good agent reported throughout ({acknowledged} acknowledged)"
