@@ -24,10 +24,16 @@ pub enum Rejection {
     TooManyAgents,
     /// An open stream whose certificate a reloaded CRL revokes.
     CertificateRevoked,
+    /// A Raft batch whose `from` differs from the node id in the sending
+    /// controller's certificate, or a controller certificate whose name is
+    /// no node id.
+    NodeMismatch,
+    /// An agent that read no answer for the send timeout.
+    Unresponsive,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 9] = [
+    pub const ALL: [Rejection; 11] = [
         Rejection::WrongKind,
         Rejection::IdentityMismatch,
         Rejection::InvalidMessage,
@@ -37,6 +43,8 @@ impl Rejection {
         Rejection::HelloMissing,
         Rejection::TooManyAgents,
         Rejection::CertificateRevoked,
+        Rejection::NodeMismatch,
+        Rejection::Unresponsive,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +58,8 @@ impl Rejection {
             Rejection::HelloMissing => "hello_missing",
             Rejection::TooManyAgents => "too_many_agents",
             Rejection::CertificateRevoked => "certificate_revoked",
+            Rejection::NodeMismatch => "node_identity_mismatch",
+            Rejection::Unresponsive => "unresponsive",
         }
     }
 }

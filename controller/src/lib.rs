@@ -109,6 +109,7 @@ impl Controller {
         };
         let peer = peer::PeerService {
             counters: counters.clone(),
+            inbox: None,
         };
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))

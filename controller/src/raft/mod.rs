@@ -13,6 +13,7 @@
 mod codec;
 mod logger;
 mod node;
+mod peer_transport;
 mod storage;
 mod transport;
 

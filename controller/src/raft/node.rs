@@ -301,6 +301,11 @@ impl NodeHandle {
         }
     }
 
+    /// Whether the node's task has ended (stopped, failed or aborted).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.mailbox.is_closed()
+    }
+
     /// Proposes `data` and resolves with its log index once applied here.
     pub(crate) async fn propose(&self, data: Vec<u8>) -> Result<u64, ProposeError> {
         let after = self.proposal_timeout;

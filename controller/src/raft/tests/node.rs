@@ -21,7 +21,11 @@ use crate::raft::node::{ApplyEvent, NodeConfig, NodeHandle, NodeStatus, ProposeE
 use crate::raft::storage::{RedbStorage, StorageOptions};
 
 /// Polls `check` every 10 ms until it returns `Some`, for at most `within`.
-async fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub(super) async fn wait_for<T>(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(value) = check() {
@@ -184,7 +188,7 @@ impl Cluster {
     }
 }
 
-fn node_id(id: u64) -> NodeId {
+pub(super) fn node_id(id: u64) -> NodeId {
     NodeId::new(id).expect("test node ids are positive")
 }
 
