@@ -12,6 +12,9 @@ use toml::Spanned;
 
 use crate::Error;
 
+/// Members a cluster may have.
+const MAX_MEMBERS: usize = 9;
+
 /// A validated controller configuration.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -114,15 +117,14 @@ impl ControllerConfig {
                 ),
             ));
         }
-        if peers.len() > 1 {
+        if peers.len() > MAX_MEMBERS {
             return Err(at(
                 raw.cluster.peers.span(),
-                "more than one controller: replication is not available yet (the controller-cluster issue); \
-                 list only this node for now"
-                    .into(),
+                format!(
+                    "at most {MAX_MEMBERS} controllers (Raft needs a majority of them for every commit)"
+                ),
             ));
         }
-
         let (rbac, rbac_span) = raw
             .rbac
             .map(|r| (r.get_ref().clone(), r.span()))

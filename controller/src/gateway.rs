@@ -7,6 +7,7 @@
 //! sequence number. Every refusal is logged with its reason, counted, and
 //! ends only this stream.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +22,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::counters::{Counters, Rejection};
+use crate::raft::NodeHandle;
 use crate::registry::{Accepted, Registry};
 
 /// The first message must arrive within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an open session checks that this node still leads.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(250);
 /// An agent must take an answer within this time.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const RATE_BURST: f64 = bounds::SESSION_BURST_MESSAGES as f64;
@@ -32,6 +36,9 @@ const RATE_PER_SECOND: f64 = bounds::SESSION_MESSAGES_PER_SECOND as f64;
 
 pub(crate) struct Gateway {
     pub(crate) node_id: NodeId,
+    pub(crate) raft: NodeHandle,
+    /// Node id → address, for the leader hint.
+    pub(crate) peers: BTreeMap<NodeId, String>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) tls: Arc<ServerTls>,
@@ -142,6 +149,8 @@ impl AgentGateway for Gateway {
         let (tx, rx) = mpsc::channel(16);
         let session = SessionTask {
             node_id: self.node_id,
+            raft: self.raft.clone(),
+            peers: self.peers.clone(),
             registry: self.registry.clone(),
             counters: self.counters.clone(),
             tls: self.tls.clone(),
@@ -156,6 +165,8 @@ impl AgentGateway for Gateway {
 
 struct SessionTask {
     node_id: NodeId,
+    raft: NodeHandle,
+    peers: BTreeMap<NodeId, String>,
     registry: Arc<Registry>,
     counters: Arc<Counters>,
     tls: Arc<ServerTls>,
@@ -189,6 +200,22 @@ impl SessionTask {
         }
         // The agent may be gone already; then nobody needs to hear it.
         let _ = self.tx.send(Err(refusal.status)).await;
+    }
+
+    /// `None` on the leader; otherwise where the leader is, as far as known.
+    fn not_leader(&self) -> Option<v1::NotLeader> {
+        let status = self.raft.status();
+        if status.role == raft::StateRole::Leader {
+            return None;
+        }
+        let leader = status.leader.and_then(NodeId::new);
+        Some(v1::NotLeader {
+            leader_id: leader.map_or(0, NodeId::get),
+            leader_hint: leader
+                .and_then(|id| self.peers.get(&id))
+                .cloned()
+                .unwrap_or_default(),
+        })
     }
 
     async fn send(&self, kind: controller_message::Kind) -> Result<(), Refusal> {
@@ -247,6 +274,12 @@ impl SessionTask {
                 ),
             ));
         }
+        if let Some(not_leader) = self.not_leader() {
+            tracing::debug!(agent = %hello.agent_id, leader = not_leader.leader_id, "not the leader; sent the agent on");
+            self.send(controller_message::Kind::NotLeader(not_leader))
+                .await?;
+            return Ok(());
+        }
         let agent = hello.agent_id.clone();
         let version = hello.version.clone();
         let Some(registration) = self.registry.register(hello) else {
@@ -284,9 +317,18 @@ impl SessionTask {
             let mut bucket = TokenBucket::new();
             let mut shutdown = self.shutdown.clone();
             let mut reloads = self.tls.reloads();
+            let mut leadership = tokio::time::interval(LEADERSHIP_CHECK);
             loop {
                 let next = tokio::select! {
                     next = inbound.message() => next,
+                    _ = leadership.tick() => {
+                        if let Some(not_leader) = self.not_leader() {
+                            tracing::info!(agent = %agent, leader = not_leader.leader_id, "leadership moved; sending the agent on");
+                            self.send(controller_message::Kind::NotLeader(not_leader)).await?;
+                            return Ok(());
+                        }
+                        continue;
+                    }
                     _ = &mut superseded => {
                         return Err(Refusal::quiet(Code::Aborted, "a newer session of this agent replaced this one"));
                     }

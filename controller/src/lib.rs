@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leitstand_proto::domain::{AgentId, Report, bounds};
-use leitstand_proto::tls::{HandshakeCounters, ServerTls};
+use leitstand_proto::tls::{ClientTls, HandshakeCounters, ServerTls};
 use leitstand_proto::v1::agent_gateway_server::AgentGatewayServer;
 use leitstand_proto::v1::peer_server::PeerServer;
 use tokio::sync::watch;
@@ -56,6 +56,12 @@ pub enum Error {
     },
     #[error("the gRPC server stopped")]
     Serve(#[source] tonic::transport::Error),
+    /// The Raft log in the data directory cannot be used (corrupt,
+    /// truncated, another node's); it is never reset automatically.
+    #[error("the Raft log")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the Raft node")]
+    Raft(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A running controller.
@@ -63,6 +69,9 @@ pub enum Error {
 pub struct Controller {
     local_addr: SocketAddr,
     tls: Arc<ServerTls>,
+    /// Our client identity towards the other controllers.
+    peer_tls: Arc<ClientTls>,
+    node: raft::RaftNode,
     registry: Arc<registry::Registry>,
     counters: Arc<counters::Counters>,
     #[allow(missing_debug_implementations)]
@@ -76,6 +85,37 @@ impl Controller {
     pub async fn start(config: ControllerConfig) -> Result<Controller, Error> {
         create_private_dir(&config.data_dir)?;
         let tls = Arc::new(ServerTls::load(config.tls.clone()).map_err(Error::Tls)?);
+        let peer_tls = Arc::new(ClientTls::load(config.tls.clone()).map_err(Error::Tls)?);
+        let storage = raft::RedbStorage::open(
+            &config.data_dir,
+            config.node_id,
+            raft::StorageOptions::default(),
+        )
+        .map_err(|e| Error::Storage(Box::new(e)))?;
+        // Every member bootstraps the same voters from the same [cluster]
+        // peers; a log that already has a membership keeps it.
+        let voters = raft_proto_conf_state(&config);
+        if storage
+            .initialize_with_conf_state(voters)
+            .map_err(|e| Error::Storage(Box::new(e)))?
+        {
+            tracing::info!(peers = ?config.peers, "bootstrapped a new Raft log");
+        }
+        let transport = Arc::new(raft::GrpcTransport::start(
+            config.node_id,
+            &config.peers,
+            peer_tls.clone(),
+            raft::PeerTransportConfig::default(),
+        ));
+        // The replicated state machine arrives with the controller-cluster
+        // work (item 4); until then committed entries carry nothing to apply.
+        let node = raft::RaftNode::start(
+            raft::NodeConfig::new(config.node_id),
+            storage,
+            transport,
+            Box::new(|_| {}),
+        )
+        .map_err(|e| Error::Raft(Box::new(e)))?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -102,6 +142,8 @@ impl Controller {
             .await;
         let gateway = gateway::Gateway {
             node_id: config.node_id,
+            raft: node.handle(),
+            peers: config.peers.clone(),
             registry: registry.clone(),
             counters: counters.clone(),
             tls: tls.clone(),
@@ -109,7 +151,7 @@ impl Controller {
         };
         let peer = peer::PeerService {
             counters: counters.clone(),
-            inbox: None,
+            inbox: Some(Arc::new(node.handle())),
         };
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -136,6 +178,8 @@ impl Controller {
         Ok(Controller {
             local_addr,
             tls,
+            peer_tls,
+            node,
             registry,
             counters,
             health: health_reporter,
@@ -151,7 +195,18 @@ impl Controller {
     /// Re-reads certificate, key, CA bundle and CRL (on SIGHUP). New
     /// handshakes use the new material; open streams continue.
     pub fn reload_tls(&self) -> Result<(), Error> {
-        self.tls.reload().map_err(Error::Tls)
+        self.tls.reload().map_err(Error::Tls)?;
+        self.peer_tls.reload().map_err(Error::Tls)
+    }
+
+    /// Whether this controller is the Raft leader now.
+    pub fn is_leader(&self) -> bool {
+        self.node.handle().status().role == ::raft::StateRole::Leader
+    }
+
+    /// The leader this controller knows of, if any.
+    pub fn leader(&self) -> Option<u64> {
+        self.node.handle().status().leader
     }
 
     pub fn handshake_counters(&self) -> &HandshakeCounters {
@@ -191,6 +246,9 @@ impl Controller {
             .set_not_serving::<AgentGatewayServer<gateway::Gateway>>()
             .await;
         let _ = self.stop.send(true);
+        if let Err(e) = self.node.stop().await {
+            tracing::error!("stopping the Raft node: {e}");
+        }
         let mut server = self.server;
         match tokio::time::timeout(grace, &mut server).await {
             Ok(Ok(result)) => result.map_err(Error::Serve),
@@ -204,6 +262,13 @@ impl Controller {
                 Ok(())
             }
         }
+    }
+}
+
+fn raft_proto_conf_state(config: &ControllerConfig) -> ::raft::eraftpb::ConfState {
+    ::raft::eraftpb::ConfState {
+        voters: config.peers.keys().map(|id| id.get()).collect(),
+        ..Default::default()
     }
 }
 

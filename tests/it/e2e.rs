@@ -79,6 +79,8 @@ impl Site {
             &["controller", "--config", &self.path("controller.toml")],
         );
         controller.must_log(&["controller serving", &self.address]);
+        // A one-member cluster elects itself first.
+        controller.must_log(&["became leader"]);
         controller
     }
 
@@ -299,6 +301,7 @@ fn start_debug_controller(site: &Site) -> Process {
         "info,leitstand_controller::gateway=debug",
     );
     controller.must_log(&["controller serving", &site.address]);
+    controller.must_log(&["became leader"]);
     controller
 }
 

@@ -3,6 +3,7 @@
 
 mod actions;
 mod cli;
+mod cluster;
 mod deploy;
 mod e2e;
 mod pki;

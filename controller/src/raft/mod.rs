@@ -6,8 +6,9 @@
 //! types' persistence; the state machine, the commands and the message
 //! router live elsewhere (STYLE.md, "Embedding raft-rs").
 
-// Not wired into the running controller yet: the controller-cluster work
-// wires this module into `Controller`. Until then only the tests use it.
+// `Controller` runs the node, its storage and the peer transport; the
+// proposal API and parts of the storage API wait for the replicated state
+// machine (the controller-cluster issue, item 4).
 #![cfg_attr(not(test), allow(dead_code))]
 
 mod codec;
@@ -16,6 +17,10 @@ mod node;
 mod peer_transport;
 mod storage;
 mod transport;
+
+pub(crate) use node::{NodeConfig, NodeHandle, RaftNode};
+pub(crate) use peer_transport::{GrpcTransport, PeerTransportConfig};
+pub(crate) use storage::{RedbStorage, StorageOptions};
 
 #[cfg(test)]
 mod tests;

@@ -157,7 +157,15 @@ impl TestPki {
         )
         .expect("write controller.toml");
         let config = ControllerConfig::load(&path).expect("valid controller.toml");
-        Controller::start(config).await.expect("controller starts")
+        let controller = Controller::start(config).await.expect("controller starts");
+        // A one-member cluster still elects itself first (one election timeout).
+        wait_for(
+            "the controller to become Raft leader",
+            Duration::from_secs(10),
+            || controller.is_leader(),
+        )
+        .await;
+        controller
     }
 }
 
