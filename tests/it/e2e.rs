@@ -80,7 +80,7 @@ impl Site {
         );
         controller.must_log(&["controller serving", &self.address]);
         // A one-member cluster elects itself first.
-        controller.must_log(&["became leader"]);
+        controller.must_log(&["this controller now leads the cluster"]);
         controller
     }
 
@@ -301,7 +301,7 @@ fn start_debug_controller(site: &Site) -> Process {
         "info,leitstand_controller::gateway=debug",
     );
     controller.must_log(&["controller serving", &site.address]);
-    controller.must_log(&["became leader"]);
+    controller.must_log(&["this controller now leads the cluster"]);
     controller
 }
 

@@ -560,6 +560,22 @@ impl Driver {
             return Ok(());
         }
         let mut ready = self.raw.ready();
+        if let Some(soft) = ready.ss() {
+            let term = self.raw.raft.term;
+            match soft.raft_state {
+                StateRole::Leader => {
+                    tracing::info!(node = %self.node, term, "this controller now leads the cluster")
+                }
+                role => tracing::info!(
+                    node = %self.node,
+                    term,
+                    ?role,
+                    leader = soft.leader_id,
+                    "this controller follows; leader is node {} (0: none known)",
+                    soft.leader_id
+                ),
+            }
+        }
 
         // 1. Messages that need no local persistence.
         self.send(ready.take_messages());
