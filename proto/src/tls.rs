@@ -307,12 +307,15 @@ pub enum HandshakeRejection {
     BadIdentity,
     /// The handshake did not finish in time.
     Timeout,
+    /// The peer closed the connection before completing a handshake, as TCP
+    /// health probes and port checks do. Counted, logged only at debug.
+    ClosedEarly,
     /// Anything else (malformed records, resets).
     Other,
 }
 
 impl HandshakeRejection {
-    pub const ALL: [HandshakeRejection; 8] = [
+    pub const ALL: [HandshakeRejection; 9] = [
         HandshakeRejection::UnknownIssuer,
         HandshakeRejection::NoClientCertificate,
         HandshakeRejection::Expired,
@@ -320,6 +323,7 @@ impl HandshakeRejection {
         HandshakeRejection::Incompatible,
         HandshakeRejection::BadIdentity,
         HandshakeRejection::Timeout,
+        HandshakeRejection::ClosedEarly,
         HandshakeRejection::Other,
     ];
 
@@ -333,11 +337,15 @@ impl HandshakeRejection {
             HandshakeRejection::Incompatible => "incompatible_protocol",
             HandshakeRejection::BadIdentity => "bad_identity",
             HandshakeRejection::Timeout => "timeout",
+            HandshakeRejection::ClosedEarly => "closed_before_handshake",
             HandshakeRejection::Other => "other",
         }
     }
 
     fn classify(error: &io::Error) -> Self {
+        if error.kind() == io::ErrorKind::UnexpectedEof {
+            return HandshakeRejection::ClosedEarly;
+        }
         let Some(tls) = error
             .get_ref()
             .and_then(|e| e.downcast_ref::<rustls::Error>())
@@ -576,7 +584,11 @@ async fn handshake(
     let (acceptor, trust_domain) = tls.acceptor();
     let refuse = |reason: HandshakeRejection, detail: &dyn std::fmt::Display| {
         tls.counters.reject(reason);
-        tracing::warn!(peer = %remote_addr, reason = reason.as_str(), "TLS connection refused: {detail}");
+        if reason == HandshakeRejection::ClosedEarly {
+            tracing::debug!(peer = %remote_addr, reason = reason.as_str(), "connection closed before the TLS handshake: {detail}");
+        } else {
+            tracing::warn!(peer = %remote_addr, reason = reason.as_str(), "TLS connection refused: {detail}");
+        }
         None
     };
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

@@ -307,3 +307,32 @@ async fn serves_grpc_health() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_plain_tcp_probe_is_counted_but_not_logged_as_a_refusal() {
+    let pki = TestPki::new();
+    let controller = pki.start_controller().await;
+    let probe = tokio::net::TcpStream::connect(controller.local_addr())
+        .await
+        .expect("TCP connect");
+    let local = probe.local_addr().expect("local address");
+    drop(probe);
+    wait_for(
+        "the closed_before_handshake counter to rise",
+        Duration::from_secs(10),
+        || {
+            controller
+                .handshake_counters()
+                .rejected(HandshakeRejection::ClosedEarly)
+                == 1
+        },
+    )
+    .await;
+    let logs = crate::support::captured_logs();
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains(&format!("peer={local}")) && l.contains("WARN")),
+        "a health probe must not warn: {logs}"
+    );
+}
