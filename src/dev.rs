@@ -6,8 +6,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use leitstand_agent::{Agent, AgentConfig, error_chain};
+use leitstand_agent::{Agent, AgentConfig};
 use leitstand_controller::{Controller, ControllerConfig};
+use leitstand_proto::error_chain;
 use leitstand_proto::identity::PeerKind;
 use leitstand_proto::pki::{self, IssueRequest, Validity};
 

@@ -11,8 +11,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use leitstand_agent::{AgentConfig, LogFormat, error_chain, init_logging};
+use leitstand_agent::{AgentConfig, LogFormat, init_logging};
 use leitstand_controller::{Controller, ControllerConfig};
+use leitstand_proto::error_chain;
 
 /// Keeps a city's critical IT running: health agents, a Raft controller
 /// cluster, documented failover.

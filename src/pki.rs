@@ -49,7 +49,7 @@ pub(crate) fn run(command: PkiCommand) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{}", leitstand_agent::error_chain(&e));
+            tracing::error!("{}", leitstand_proto::error_chain(&e));
             match e {
                 // Bad arguments, or a --dir without the files `pki init` writes.
                 Error::AlreadyExists { .. }

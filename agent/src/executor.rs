@@ -139,18 +139,6 @@ fn truncate(mut text: String, max: usize) -> String {
     text
 }
 
-fn private_dir(path: &Path) -> Result<(), StateError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| StateError::Io {
-            path: path.to_owned(),
-            source,
-        })
-}
-
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -215,8 +203,18 @@ impl Executor {
     pub(crate) fn new(state_dir: &Path, actions: Vec<ActionSpec>) -> Result<Self, StateError> {
         let fencing_dir = state_dir.join("fencing");
         let decisions_dir = state_dir.join("decisions");
-        private_dir(&fencing_dir)?;
-        private_dir(&decisions_dir)?;
+        leitstand_proto::files::create_private_dir(&fencing_dir).map_err(|source| {
+            StateError::Io {
+                path: fencing_dir.clone(),
+                source,
+            }
+        })?;
+        leitstand_proto::files::create_private_dir(&decisions_dir).map_err(|source| {
+            StateError::Io {
+                path: decisions_dir.clone(),
+                source,
+            }
+        })?;
         Ok(Executor {
             actions: actions.into_iter().map(|a| (a.name.clone(), a)).collect(),
             fencing_dir,
@@ -264,7 +262,10 @@ impl Executor {
             Ok(result) => result,
             Err(e) => refused(
                 &message,
-                format!("executor state unusable: {}", crate::error_chain(&e)),
+                format!(
+                    "executor state unusable: {}",
+                    leitstand_proto::error_chain(&e)
+                ),
             ),
         }
     }

@@ -105,7 +105,12 @@ impl Agent {
                 config.tls.cert.display()
             )));
         }
-        create_private_dir(&config.state_dir)?;
+        leitstand_proto::files::create_private_dir(&config.state_dir).map_err(|source| {
+            Error::StateDir {
+                path: config.state_dir.clone(),
+                source,
+            }
+        })?;
         let executor = Arc::new(
             executor::Executor::new(&config.state_dir, config.actions.clone())
                 .map_err(Error::State)?,
@@ -223,18 +228,6 @@ impl Agent {
     }
 }
 
-fn create_private_dir(path: &std::path::Path) -> Result<(), Error> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| Error::StateDir {
-            path: path.to_owned(),
-            source,
-        })
-}
-
 /// Runs the agent until SIGTERM or SIGINT; SIGHUP reloads TLS material.
 /// Shared by `leitstand agent` and the lean `leitstand-agent`.
 pub async fn run_until_signal(config: AgentConfig) -> Result<(), Error> {
@@ -247,7 +240,7 @@ pub async fn run_until_signal(config: AgentConfig) -> Result<(), Error> {
         tokio::select! {
             _ = hangup.recv() => match agent.reload().await {
                 Ok(()) => tracing::info!("configuration and TLS material reloaded"),
-                Err(e) => tracing::error!("reload failed; keeping the previous configuration: {}", error_chain(&e)),
+                Err(e) => tracing::error!("reload failed; keeping the previous configuration: {}", leitstand_proto::error_chain(&e)),
             },
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -256,18 +249,6 @@ pub async fn run_until_signal(config: AgentConfig) -> Result<(), Error> {
     tracing::info!("agent stopping");
     agent.shutdown().await;
     Ok(())
-}
-
-/// An error with all its causes, for one log line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Log line format, chosen with `--log-format`.

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use leitstand_agent::{
-    AgentConfig, DATA_INVENTORY, LogFormat, check_config, error_chain, init_logging,
-    run_until_signal,
+    AgentConfig, DATA_INVENTORY, LogFormat, check_config, init_logging, run_until_signal,
 };
+use leitstand_proto::error_chain;
 
 /// Reports this host's health to the Leitstand controllers over mTLS.
 #[derive(Parser, Debug)]

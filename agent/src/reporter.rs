@@ -28,8 +28,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::collect::HostCollector;
 use crate::config::AgentConfig;
-use crate::error_chain;
 use crate::executor::Executor;
+use leitstand_proto::error_chain;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);

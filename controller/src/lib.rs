@@ -83,7 +83,12 @@ pub struct Controller {
 impl Controller {
     /// Loads TLS material, binds `config.listen` and starts serving.
     pub async fn start(config: ControllerConfig) -> Result<Controller, Error> {
-        create_private_dir(&config.data_dir)?;
+        leitstand_proto::files::create_private_dir(&config.data_dir).map_err(|source| {
+            Error::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            }
+        })?;
         let tls = Arc::new(ServerTls::load(config.tls.clone()).map_err(Error::Tls)?);
         let peer_tls = Arc::new(ClientTls::load(config.tls.clone()).map_err(Error::Tls)?);
         let storage = raft::RedbStorage::open(
@@ -270,16 +275,4 @@ fn raft_proto_conf_state(config: &ControllerConfig) -> ::raft::eraftpb::ConfStat
         voters: config.peers.keys().map(|id| id.get()).collect(),
         ..Default::default()
     }
-}
-
-fn create_private_dir(path: &std::path::Path) -> Result<(), Error> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| Error::DataDir {
-            path: path.to_owned(),
-            source,
-        })
 }

@@ -139,7 +139,7 @@ impl Refusal {
     /// Counts, logs and turns the refusal into the stream's status: the
     /// one place for that.
     fn into_status(self, counters: &Counters, peer: &SpiffeId) -> Status {
-        let text = error_chain(&self);
+        let text = leitstand_proto::error_chain(&self);
         match self.rejection() {
             Some(why) => {
                 counters.reject(why);
@@ -240,18 +240,6 @@ fn open_batch(batch: RaftBatch, sender: NodeId, local: NodeId) -> Result<Vec<Mes
         messages.push(message);
     }
     Ok(messages)
-}
-
-/// An error and its causes, for one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

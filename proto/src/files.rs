@@ -6,6 +6,16 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+/// Creates `path` and its missing parents with mode 0700: data, state and
+/// key directories are the service's alone.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
 /// Writes `contents` to `path` with `mode`: a temporary file in the same
 /// directory, fsync, rename over `path`, fsync of the directory.
 pub fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {

@@ -25,7 +25,7 @@ pub mod identity;
 pub mod pki;
 pub mod tls;
 
-pub use error::Error;
+pub use error::{Error, error_chain};
 
 /// The generated `leitstand.v1` code.
 #[allow(

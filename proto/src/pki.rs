@@ -117,18 +117,6 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
     })
 }
 
-fn create_dir(dir: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| Error::WriteFile {
-            path: dir.to_owned(),
-            source,
-        })
-}
-
 fn distinguished_name(common_name: &str, unit: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Leitstand");
@@ -142,7 +130,10 @@ pub fn init(dir: &Path, trust_domain: &str, force: bool) -> Result<Written, Erro
     validate_trust_domain(trust_domain)?;
     let (cert_file, key_file, crl_file) = (ca_cert_path(dir), ca_key_path(dir), crl_path(dir));
     refuse_existing(&[&cert_file, &key_file, &crl_file], force)?;
-    create_dir(dir)?;
+    crate::files::create_private_dir(dir).map_err(|source| Error::WriteFile {
+        path: dir.to_owned(),
+        source,
+    })?;
 
     let key =
         KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(pki_error("generate the CA key"))?;
@@ -258,7 +249,10 @@ pub fn issue(dir: &Path, request: &IssueRequest) -> Result<Written, Error> {
     let cert = params
         .signed_by(&key, &issuer)
         .map_err(pki_error("sign the certificate"))?;
-    create_dir(dir)?;
+    crate::files::create_private_dir(dir).map_err(|source| Error::WriteFile {
+        path: dir.to_owned(),
+        source,
+    })?;
     write_file(&key_file, key.serialize_pem().as_bytes(), 0o600)?;
     write_file(&cert_file, cert.pem().as_bytes(), 0o644)?;
     Ok(Written {

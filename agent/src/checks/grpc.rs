@@ -17,7 +17,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use super::net::{self, Target, TlsTarget};
-use super::{Outcome, format_ms, perf, reason};
+use leitstand_proto::error_chain;
+
+use super::{Outcome, format_ms, perf};
 
 /// Bytes of a `service` name, at most.
 pub(crate) const MAX_SERVICE_BYTES: usize = 256;
@@ -59,7 +61,7 @@ impl GrpcProbe {
                 return Outcome::critical(format!(
                     "no gRPC connection to {}: {}",
                     self.target,
-                    reason(&e)
+                    error_chain(&e)
                 ));
             }
         };
@@ -86,7 +88,7 @@ impl GrpcProbe {
                 // The transport's reason, if any, hides in the source.
                 let mut detail = status.message().to_owned();
                 if let Some(cause) = std::error::Error::source(&status) {
-                    let cause = reason(cause);
+                    let cause = error_chain(cause);
                     if cause.starts_with(&detail) {
                         detail = cause;
                     } else if !detail.contains(&cause) {

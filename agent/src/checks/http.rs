@@ -16,7 +16,9 @@ use regex::bytes::Regex;
 use tokio::time::Instant;
 
 use super::net::{self, Target, TlsTarget};
-use super::{Outcome, format_ms, perf, reason};
+use leitstand_proto::error_chain;
+
+use super::{Outcome, format_ms, perf};
 
 /// Bytes of the body read at most; a longer body is cut, not an error.
 pub(crate) const MAX_BODY_BYTES: usize = 64 << 10;
@@ -89,7 +91,13 @@ impl HttpProbe {
         let io = net::connect(&self.target, self.tls.as_ref()).await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
-            .map_err(|e| format!("HTTP handshake with {} failed: {}", self.target, reason(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "HTTP handshake with {} failed: {}",
+                    self.target,
+                    error_chain(&e)
+                )
+            })?;
         let request = Request::get(self.path.as_str())
             .header(header::HOST, self.host_header.as_str())
             .header(header::USER_AGENT, USER_AGENT)
@@ -101,7 +109,7 @@ impl HttpProbe {
             let response = sender
                 .send_request(request)
                 .await
-                .map_err(|e| format!("GET {} failed: {}", self.url, reason(&e)))?;
+                .map_err(|e| format!("GET {} failed: {}", self.url, error_chain(&e)))?;
             let status = response.status();
             let mut body = response.into_body();
             let mut kept = Vec::new();
@@ -111,7 +119,11 @@ impl HttpProbe {
                     break;
                 };
                 let frame = frame.map_err(|e| {
-                    format!("reading the body of {} failed: {}", self.url, reason(&e))
+                    format!(
+                        "reading the body of {} failed: {}",
+                        self.url,
+                        error_chain(&e)
+                    )
                 })?;
                 if let Ok(data) = frame.into_data() {
                     let room = MAX_BODY_BYTES - kept.len();
@@ -137,7 +149,7 @@ impl HttpProbe {
                 ended = &mut connection, if !connection_done => {
                     // A clean end may come before the exchange has taken
                     // the last buffered body bytes: keep reading them.
-                    ended.map_err(|e| format!("connection to {} failed: {}", self.target, reason(&e)))?;
+                    ended.map_err(|e| format!("connection to {} failed: {}", self.target, error_chain(&e)))?;
                     connection_done = true;
                 }
             }

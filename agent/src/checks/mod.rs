@@ -218,23 +218,6 @@ fn truncate_utf8(text: &mut String, max: usize) {
     text.truncate(end);
 }
 
-/// An error and its causes in one line, for a summary. Libraries such as
-/// tonic repeat a cause in their own message; a cause already said is left
-/// out.
-fn reason(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let said = cause.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -335,11 +318,11 @@ mod tests {
         }
         let cause = || std::io::Error::other("refused");
         assert_eq!(
-            reason(&Wrapper(cause(), "transport error")),
+            leitstand_proto::error_chain(&Wrapper(cause(), "transport error")),
             "transport error: refused"
         );
         assert_eq!(
-            reason(&Wrapper(cause(), "failed: refused")),
+            leitstand_proto::error_chain(&Wrapper(cause(), "failed: refused")),
             "failed: refused"
         );
     }

@@ -75,8 +75,8 @@ pub(crate) fn system_roots() -> Arc<RootCertStore> {
 
 /// The trust anchors of a PEM file; at least one usable certificate.
 pub(crate) fn file_roots(path: &Path) -> Result<Arc<RootCertStore>, String> {
-    let certs =
-        leitstand_proto::tls::read_certificates(path).map_err(|e| crate::error_chain(&e))?;
+    let certs = leitstand_proto::tls::read_certificates(path)
+        .map_err(|e| leitstand_proto::error_chain(&e))?;
     let mut roots = RootCertStore::empty();
     for cert in certs {
         roots.add(cert).map_err(|e| {

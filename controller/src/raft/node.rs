@@ -512,7 +512,7 @@ impl Driver {
             self.publish_status(true);
         };
         if let Err(error) = &result {
-            tracing::error!(node = %self.node, error = %error_chain(error), "Raft node stopped");
+            tracing::error!(node = %self.node, error = %leitstand_proto::error_chain(error), "Raft node stopped");
         }
         self.publish_status(false);
         // Dropping `pending` fails the waiting proposals with `Stopped`.
@@ -770,16 +770,4 @@ impl Driver {
             changed
         });
     }
-}
-
-/// An error and its causes, for one log line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -394,7 +394,7 @@ impl Link {
             }
             failures_in_a_row += 1;
             let delay = backoff.next_delay();
-            let text = error_chain(&error);
+            let text = leitstand_proto::error_chain(&error);
             *self
                 .counters
                 .last_error
@@ -583,16 +583,4 @@ impl Link {
             messages,
         })
     }
-}
-
-/// An error and its causes, for one log line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

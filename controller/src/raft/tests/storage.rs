@@ -97,18 +97,6 @@ fn size_of(entry: &Entry) -> u64 {
     u64::from(entry.compute_size())
 }
 
-/// The whole cause chain, as operators read it in the log.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
 }
@@ -193,7 +181,8 @@ fn entries_beyond_the_last_index_are_an_error_not_a_panic() {
         .entries(4, 7, None, GetEntriesContext::empty(false))
         .expect_err("entries past the end");
     assert!(
-        chain(&error).contains("entries [4, 7) asked for, but the log holds [3, 5]"),
+        leitstand_proto::error_chain(&error)
+            .contains("entries [4, 7) asked for, but the log holds [3, 5]"),
         "{error}"
     );
 }
@@ -716,7 +705,7 @@ fn a_truncated_file_is_refused_with_a_clear_error() {
 
     let error = RedbStorage::open(dir.path(), node(1), options()).expect_err("a truncated file");
     assert!(matches!(error, StoreError::Damaged { .. }), "{error:?}");
-    let text = chain(&error);
+    let text = leitstand_proto::error_chain(&error);
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert!(text.contains("It is refused, not reset"), "{text}");
     assert!(text.contains("truncated"), "{text}");
@@ -762,7 +751,7 @@ fn a_file_overwritten_in_the_middle_is_refused_with_a_clear_error() {
 
     let error = RedbStorage::open(dir.path(), node(1), options()).expect_err("a damaged file");
     assert!(matches!(error, StoreError::Damaged { .. }), "{error:?}");
-    let text = chain(&error);
+    let text = leitstand_proto::error_chain(&error);
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert!(
         text.contains("is damaged: redb's integrity check failed"),
@@ -799,7 +788,7 @@ fn a_file_of_another_program_is_refused() {
         matches!(error, StoreError::NotADatabase { .. }),
         "{error:?}"
     );
-    let text = chain(&error);
+    let text = leitstand_proto::error_chain(&error);
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert!(text.contains("is not a redb database"), "{text}");
 }
@@ -981,7 +970,7 @@ fn an_inconsistent_file_is_refused_naming_the_fault() {
         tamper(&path, change);
         let error = RedbStorage::open(dir.path(), node(1), options())
             .expect_err(&format!("{name}: must be refused"));
-        let text = chain(&error);
+        let text = leitstand_proto::error_chain(&error);
         assert!(text.contains(want), "{name}: {text}");
         assert!(text.contains(&path.display().to_string()), "{name}: {text}");
     }
