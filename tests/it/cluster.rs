@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Process, free_port, must_succeed, run, text};
+use crate::support::{Process, free_port, run, site_pki, text};
 
 struct ThreeControllers {
     dir: tempfile::TempDir,
@@ -14,33 +14,7 @@ struct ThreeControllers {
 impl ThreeControllers {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let d = dir.path().join("pki");
-        let d = d.to_str().expect("utf-8");
-        must_succeed(&["pki", "init", "--dir", d, "--trust-domain", "stadt.example"]);
-        for id in ["1", "2", "3"] {
-            must_succeed(&[
-                "pki",
-                "issue",
-                "--dir",
-                d,
-                "--kind",
-                "controller",
-                "--name",
-                id,
-                "--ip",
-                "127.0.0.1",
-            ]);
-        }
-        must_succeed(&[
-            "pki",
-            "issue",
-            "--dir",
-            d,
-            "--kind",
-            "agent",
-            "--name",
-            "leitstelle-1",
-        ]);
+        site_pki(&dir.path().join("pki"), &["1", "2", "3"], &["leitstelle-1"]);
         let addresses: Vec<String> = (0..3)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();

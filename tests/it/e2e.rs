@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::support::{Process, free_port, must_succeed};
+use crate::support::{Process, field, free_port, must_succeed, site_pki};
 
 struct Site {
     dir: tempfile::TempDir,
@@ -27,26 +27,7 @@ impl Site {
     /// controller.toml on a free port.
     fn new(agents: &[&str]) -> Site {
         let dir = tempfile::tempdir().expect("temp dir");
-        let pki_dir = dir.path().join("pki");
-        let d = pki_dir.to_str().expect("utf-8");
-        must_succeed(&["pki", "init", "--dir", d, "--trust-domain", "stadt.example"]);
-        must_succeed(&[
-            "pki",
-            "issue",
-            "--dir",
-            d,
-            "--kind",
-            "controller",
-            "--name",
-            "1",
-            "--ip",
-            "127.0.0.1",
-        ]);
-        for agent in agents {
-            must_succeed(&[
-                "pki", "issue", "--dir", d, "--kind", "agent", "--name", agent,
-            ]);
-        }
+        site_pki(&dir.path().join("pki"), &["1"], agents);
         let address = format!("127.0.0.1:{}", free_port());
         std::fs::write(
             dir.path().join("controller.toml"),
@@ -100,10 +81,7 @@ impl Site {
 }
 
 fn resending(line: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|field| field.strip_prefix("resending="))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no resending= in {line:?}"))
+    field(line, "resending").unwrap_or_else(|| panic!("no resending= in {line:?}"))
 }
 
 #[test]
@@ -285,13 +263,15 @@ fn sighup_reloads_certificate_and_crl_for_new_handshakes_while_open_streams_cont
 
 /// Sequence numbers a controller process logged as accepted.
 fn accepted_seqs(controller: &Process) -> Vec<u64> {
-    controller
-        .lines()
-        .iter()
-        .filter(|l| l.contains("report accepted"))
-        .filter_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("seq=")))
-        .map(|n| n.parse().expect("seq is a number"))
-        .collect()
+    controller.values("report accepted", "seq")
+}
+
+/// Every sequence number either controller accepted, sorted, once each.
+fn accepted_by_either(first: &[u64], second: &[u64]) -> Vec<u64> {
+    let mut all: Vec<u64> = first.iter().chain(second).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    all
 }
 
 fn start_debug_controller(site: &Site) -> Process {
@@ -348,17 +328,11 @@ fn outage(site: &Site, outage_reports: usize) -> (Vec<u64>, Vec<u64>, Process) {
 /// Reports the agent took without a controller, as far as its log tells:
 /// the most it held unacknowledged, plus those it dropped.
 fn taken_offline(agent: &Process) -> usize {
-    agent
-        .lines()
-        .iter()
-        .filter(|l| l.contains("controller unavailable"))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|f| f.strip_prefix("buffered="))
-        })
-        .filter_map(|n| n.parse().ok())
-        .max()
-        .unwrap_or(0)
+    let buffered = agent
+        .values("controller unavailable", "buffered")
+        .into_iter()
+        .max();
+    usize::try_from(buffered.unwrap_or(0)).unwrap_or(usize::MAX)
         + agent.count(&["dropped the oldest"])
 }
 
@@ -368,9 +342,7 @@ fn a_controller_restart_loses_no_report_within_the_buffer_bound() {
     write_agent_toml(&site, "ww-1", "100ms", "60s");
     let (first, second, mut agent) = outage(&site, 10);
 
-    let mut all: Vec<u64> = first.iter().chain(&second).copied().collect();
-    all.sort_unstable();
-    all.dedup();
+    let all = accepted_by_either(&first, &second);
     let last = *all.last().expect("reports arrived");
     assert_eq!(
         all,
@@ -396,20 +368,12 @@ fn beyond_the_buffer_bound_the_oldest_reports_are_dropped_and_counted() {
     write_agent_toml(&site, "ww-2", "100ms", "500ms");
     let (first, second, mut agent) = outage(&site, 15);
 
-    let mut all: Vec<u64> = first.iter().chain(&second).copied().collect();
-    all.sort_unstable();
-    all.dedup();
+    let all = accepted_by_either(&first, &second);
     let last = *all.last().expect("reports arrived");
-    let missing = (1..=last).filter(|s| all.binary_search(s).is_err()).count();
-    let dropped: usize = agent
-        .lines()
-        .iter()
-        .filter(|l| l.contains("dropped the oldest"))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|f| f.strip_prefix("dropped_total="))
-        })
-        .filter_map(|n| n.parse().ok())
+    let missing = (1..=last).filter(|s| all.binary_search(s).is_err()).count() as u64;
+    let dropped = agent
+        .values("dropped the oldest", "dropped_total")
+        .into_iter()
         .max()
         .expect("the agent logged its drops");
     assert!(dropped > 0);

@@ -99,6 +99,15 @@ impl Process {
         }
     }
 
+    /// The `name=value` numbers of every line containing `needle`, in order.
+    pub fn values(&self, needle: &str, name: &str) -> Vec<u64> {
+        self.lines()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| field(l, name))
+            .collect()
+    }
+
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().expect("lines").clone()
     }
@@ -169,6 +178,40 @@ impl Drop for Process {
 pub fn pki(dir: &Path, trust_domain: &str) {
     let dir = dir.to_str().expect("utf-8 path");
     must_succeed(&["pki", "init", "--dir", dir, "--trust-domain", trust_domain]);
+}
+
+/// A PKI for a site, made with the real `leitstand pki` commands in
+/// `dir`: controller certificates for 127.0.0.1 and agent certificates.
+pub fn site_pki(dir: &Path, controllers: &[&str], agents: &[&str]) {
+    pki(dir, "stadt.example");
+    let d = dir.to_str().expect("utf-8 path");
+    for id in controllers {
+        must_succeed(&[
+            "pki",
+            "issue",
+            "--dir",
+            d,
+            "--kind",
+            "controller",
+            "--name",
+            id,
+            "--ip",
+            "127.0.0.1",
+        ]);
+    }
+    for agent in agents {
+        must_succeed(&[
+            "pki", "issue", "--dir", d, "--kind", "agent", "--name", agent,
+        ]);
+    }
+}
+
+/// The value of `name=value` in a log line.
+pub fn field<T: std::str::FromStr>(line: &str, name: &str) -> Option<T> {
+    let prefix = format!("{name}=");
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim_matches('"').parse().ok())
 }
 
 pub fn must_succeed(args: &[&str]) -> Output {
