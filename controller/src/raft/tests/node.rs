@@ -39,7 +39,7 @@ pub(super) async fn wait_for<T>(
     }
 }
 
-type AppliedLog = Arc<Mutex<Vec<ApplyEvent>>>;
+pub(super) type AppliedLog = Arc<Mutex<Vec<ApplyEvent>>>;
 
 struct Cluster {
     _root: tempfile::TempDir,
@@ -49,6 +49,88 @@ struct Cluster {
     nodes: BTreeMap<u64, RaftNode>,
     /// What each node applied, across its restarts.
     applied: BTreeMap<u64, AppliedLog>,
+}
+
+/// What the cluster assertions need, whatever carries the nodes' messages
+/// (the in-process network here, gRPC in `peer_transport.rs`).
+pub(super) trait TestCluster {
+    /// Ids of the running nodes.
+    fn running(&self) -> Vec<u64>;
+    fn handle(&self, id: u64) -> NodeHandle;
+    /// Everything node `id` applied, across restarts.
+    fn applied_log(&self, id: u64) -> AppliedLog;
+
+    fn statuses(&self) -> Vec<NodeStatus> {
+        self.running()
+            .into_iter()
+            .map(|id| self.handle(id).status())
+            .collect()
+    }
+
+    /// Waits until the running nodes agree on one leader in one term.
+    async fn must_elect(&self, within: Duration) -> u64 {
+        wait_for("one leader that every running node follows", within, || {
+            let statuses = self.statuses();
+            let mut leaders = statuses
+                .iter()
+                .filter(|status| status.role == StateRole::Leader);
+            let (Some(leader), None) = (leaders.next(), leaders.next()) else {
+                return None;
+            };
+            statuses
+                .iter()
+                .all(|status| status.leader == Some(leader.id) && status.term == leader.term)
+                .then_some(leader.id)
+        })
+        .await
+    }
+
+    /// Proposes on `leader` and waits until every running node applied it.
+    async fn must_commit(&self, leader: u64, data: &[u8]) -> u64 {
+        let index = self
+            .handle(leader)
+            .propose(data.to_vec())
+            .await
+            .unwrap_or_else(|error| panic!("proposal {data:?} on node {leader}: {error}"));
+        for id in self.running() {
+            wait_for(
+                &format!("node {id} to apply {data:?} at index {index}"),
+                Duration::from_secs(5),
+                || {
+                    self.applied_data(id)
+                        .contains(&(index, data.to_vec()))
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+        index
+    }
+
+    /// (index, data) of every entry node `id` applied, in order.
+    fn applied_data(&self, id: u64) -> Vec<(u64, Vec<u8>)> {
+        self.applied_log(id)
+            .lock()
+            .expect("applied log")
+            .iter()
+            .filter_map(|event| match event {
+                ApplyEvent::Entry { index, data, .. } => Some((*index, data.clone())),
+                ApplyEvent::Snapshot { .. } => None,
+            })
+            .collect()
+    }
+}
+
+impl TestCluster for Cluster {
+    fn running(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+    fn handle(&self, id: u64) -> NodeHandle {
+        self.nodes[&id].handle()
+    }
+    fn applied_log(&self, id: u64) -> AppliedLog {
+        self.applied[&id].clone()
+    }
 }
 
 impl Cluster {
@@ -112,71 +194,6 @@ impl Cluster {
         self.network.unregister(id);
         let node = self.nodes.remove(&id).expect("a running node");
         node.stop().await.expect("the node stops cleanly");
-    }
-
-    fn handle(&self, id: u64) -> NodeHandle {
-        self.nodes[&id].handle()
-    }
-
-    fn statuses(&self) -> Vec<NodeStatus> {
-        self.nodes
-            .values()
-            .map(|node| node.handle().status())
-            .collect()
-    }
-
-    /// Waits until the running nodes agree on one leader in one term.
-    async fn must_elect(&self, within: Duration) -> u64 {
-        wait_for("one leader that every running node follows", within, || {
-            let statuses = self.statuses();
-            let leaders: Vec<&NodeStatus> = statuses
-                .iter()
-                .filter(|status| status.role == StateRole::Leader)
-                .collect();
-            let [leader] = leaders.as_slice() else {
-                return None;
-            };
-            statuses
-                .iter()
-                .all(|status| status.leader == Some(leader.id) && status.term == leader.term)
-                .then_some(leader.id)
-        })
-        .await
-    }
-
-    /// Proposes on `leader` and waits until every running node applied it.
-    async fn must_commit(&self, leader: u64, data: &[u8]) -> u64 {
-        let index = self
-            .handle(leader)
-            .propose(data.to_vec())
-            .await
-            .unwrap_or_else(|error| panic!("proposal {data:?} on node {leader}: {error}"));
-        for &id in self.nodes.keys() {
-            wait_for(
-                &format!("node {id} to apply {data:?} at index {index}"),
-                Duration::from_secs(5),
-                || {
-                    self.applied_data(id)
-                        .contains(&(index, data.to_vec()))
-                        .then_some(())
-                },
-            )
-            .await;
-        }
-        index
-    }
-
-    /// (index, data) of every entry node `id` applied, in order.
-    fn applied_data(&self, id: u64) -> Vec<(u64, Vec<u8>)> {
-        self.applied[&id]
-            .lock()
-            .expect("applied log")
-            .iter()
-            .filter_map(|event| match event {
-                ApplyEvent::Entry { index, data, .. } => Some((*index, data.clone())),
-                ApplyEvent::Snapshot { .. } => None,
-            })
-            .collect()
     }
 
     async fn stop_all(mut self) {

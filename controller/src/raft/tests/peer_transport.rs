@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use leitstand_proto::domain::NodeId;
@@ -22,17 +22,17 @@ use leitstand_proto::v1::RaftBatch;
 use leitstand_proto::v1::peer_client::PeerClient;
 use leitstand_proto::v1::peer_server::PeerServer;
 use protobuf::Message as _;
-use raft::StateRole;
+
 use raft::eraftpb::{ConfState, Message};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::node::{node_id, wait_for};
+use super::node::{AppliedLog, TestCluster, node_id, wait_for};
 use crate::MAX_PEER_MESSAGE_BYTES;
 use crate::counters::{Counters, Rejection};
 use crate::peer::{PeerService, RaftInbox};
-use crate::raft::node::{ApplyEvent, NodeConfig, NodeHandle, RaftNode};
+use crate::raft::node::{NodeConfig, NodeHandle, RaftNode};
 use crate::raft::peer_transport::{Backoff, GrpcTransport, PeerTransportConfig};
 use crate::raft::storage::{RedbStorage, StorageOptions};
 use crate::raft::transport::Transport;
@@ -99,8 +99,6 @@ impl Pki {
     }
 }
 
-type AppliedLog = Arc<Mutex<Vec<ApplyEvent>>>;
-
 /// One running controller: its node, its transport and its Peer server.
 struct Running {
     node: RaftNode,
@@ -134,6 +132,18 @@ async fn bind_loopback() -> TcpListener {
     TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a loopback port")
+}
+
+impl TestCluster for Cluster {
+    fn running(&self) -> Vec<u64> {
+        self.running.keys().copied().collect()
+    }
+    fn handle(&self, id: u64) -> NodeHandle {
+        self.running[&id].node.handle()
+    }
+    fn applied_log(&self, id: u64) -> AppliedLog {
+        self.applied[&id].clone()
+    }
 }
 
 impl Cluster {
@@ -259,69 +269,8 @@ impl Cluster {
         self.start_node(id, listener.expect("bound"));
     }
 
-    fn handle(&self, id: u64) -> NodeHandle {
-        self.running[&id].node.handle()
-    }
-
     fn transport(&self, id: u64) -> &GrpcTransport {
         &self.running[&id].transport
-    }
-
-    /// Waits until the running nodes agree on one leader in one term.
-    async fn must_elect(&self, within: Duration) -> u64 {
-        wait_for("one leader that every running node follows", within, || {
-            let statuses: Vec<_> = self
-                .running
-                .values()
-                .map(|running| running.node.handle().status())
-                .collect();
-            let mut leaders = statuses
-                .iter()
-                .filter(|status| status.role == StateRole::Leader);
-            let (Some(leader), None) = (leaders.next(), leaders.next()) else {
-                return None;
-            };
-            statuses
-                .iter()
-                .all(|status| status.leader == Some(leader.id) && status.term == leader.term)
-                .then_some(leader.id)
-        })
-        .await
-    }
-
-    /// Proposes on `leader` and waits until every running node applied it.
-    async fn must_commit(&self, leader: u64, data: &[u8]) -> u64 {
-        let index = self
-            .handle(leader)
-            .propose(data.to_vec())
-            .await
-            .unwrap_or_else(|error| panic!("proposal {data:?} on node {leader}: {error}"));
-        for &id in self.running.keys() {
-            wait_for(
-                &format!("node {id} to apply {data:?} at index {index}"),
-                Duration::from_secs(5),
-                || {
-                    self.applied_data(id)
-                        .contains(&(index, data.to_vec()))
-                        .then_some(())
-                },
-            )
-            .await;
-        }
-        index
-    }
-
-    /// (index, data) of every entry node `id` applied, across restarts.
-    fn applied_data(&self, id: u64) -> Vec<(u64, Vec<u8>)> {
-        self.applied[&id]
-            .lock()
-            .expect("applied log")
-            .iter()
-            .filter_map(|event| match event {
-                ApplyEvent::Entry { index, data, .. } => Some((*index, data.clone())),
-                ApplyEvent::Snapshot { .. } => None,
-            })
-            .collect()
     }
 
     async fn stop_all(mut self) {
