@@ -31,10 +31,6 @@
 //! the probes; `perfdata` reads Nagios plugin output; `net` connects (TCP,
 //! TLS) for http and grpc; `runner` schedules.
 
-// Until lib.rs wires the runner into the reporter, only the tests use this
-// module; remove this line then.
-#![cfg_attr(not(test), allow(dead_code, unused_imports))]
-
 mod config;
 mod exec;
 mod grpc;
