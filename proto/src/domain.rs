@@ -33,6 +33,10 @@ pub mod bounds {
     pub const MAX_SENSOR_BYTES: usize = 128;
     pub const MAX_ACTION_OUTPUT_BYTES: usize = 4096;
     pub const MAX_REASON_BYTES: usize = 1024;
+    /// A host:port address (a leader hint, a member address).
+    pub const MAX_ADDRESS_BYTES: usize = 256;
+    /// Controllers in one cluster: Raft needs a majority of them for every commit.
+    pub const MAX_MEMBERS: usize = 9;
     /// Reports an agent keeps unacknowledged while disconnected, at most.
     pub const MAX_BUFFERED_REPORTS: usize = 3600;
     /// Messages a session may send in a burst. Above a full buffer, so

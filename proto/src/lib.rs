@@ -10,6 +10,7 @@
 //!   with the accept loop for tonic servers and the connector for clients;
 //! - [`config`]: TOML configuration files with file/line/column errors;
 //! - [`files`]: durable atomic file writes;
+//! - [`operator`]: the Operator API's leader-following contract;
 //! - `pki` (feature `pki`): a certificate authority for Leitstand identities.
 //!
 //! This crate holds no policy: it knows what a valid message and a valid
@@ -21,6 +22,7 @@ pub mod domain;
 mod error;
 pub mod files;
 pub mod identity;
+pub mod operator;
 #[cfg(feature = "pki")]
 pub mod pki;
 pub mod tls;

@@ -1102,6 +1102,21 @@ pub struct ClusterStatusReply {
     /// The node that answered.
     #[prost(uint64, tag = "6")]
     pub answered_by: u64,
+    /// True when the answering node confirmed with a quorum (ReadIndex) that
+    /// it was up to date; false: its own view only, possibly stale (it may be
+    /// cut off from the majority, which is when an operator needs it most).
+    #[prost(bool, tag = "7")]
+    pub confirmed_by_quorum: bool,
+    /// True while a membership change is half done (a joint configuration).
+    #[prost(bool, tag = "8")]
+    pub joint_configuration: bool,
+    /// The latest snapshot's index; the log holds entries after first_index - 1.
+    #[prost(uint64, tag = "9")]
+    pub snapshot_index: u64,
+    #[prost(uint64, tag = "10")]
+    pub first_index: u64,
+    #[prost(uint64, tag = "11")]
+    pub last_index: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1121,6 +1136,12 @@ pub struct Member {
     /// Milliseconds since the leader last heard from it; -1 when unknown.
     #[prost(int64, tag = "6")]
     pub last_contact_ms_ago: i64,
+    /// A voter of the outgoing configuration during a membership change.
+    #[prost(bool, tag = "7")]
+    pub outgoing_voter: bool,
+    /// The leader is sending it a snapshot, or probing where its log ends.
+    #[prost(bool, tag = "8")]
+    pub catching_up: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1142,6 +1163,25 @@ pub struct RemoveMemberRequest {
 pub struct TransferLeaderRequest {
     #[prost(uint64, tag = "1")]
     pub to_node_id: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProbeRequest {
+    /// Echoed back: at most 64 bytes.
+    #[prost(bytes = "vec", tag = "1")]
+    pub payload: ::prost::alloc::vec::Vec<u8>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProbeReply {
+    /// Raft log index at which the probe was applied.
+    #[prost(uint64, tag = "1")]
+    pub committed_index: u64,
+    /// The leader that committed it.
+    #[prost(uint64, tag = "2")]
+    pub leader_id: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub payload: ::prost::alloc::vec::Vec<u8>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -1708,6 +1748,30 @@ pub mod operator_client {
                 .insert(GrpcMethod::new("leitstand.v1.Operator", "TransferLeader"));
             self.inner.unary(req, path, codec).await
         }
+        /// Commit a probe entry through Raft and answer once it is applied on the
+        /// leader (operator): proves the cluster can commit right now; used by
+        /// monitoring and by `leitstand bench raft`.
+        pub async fn probe(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ProbeRequest>,
+        ) -> std::result::Result<tonic::Response<super::ProbeReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/leitstand.v1.Operator/Probe",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("leitstand.v1.Operator", "Probe"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1830,6 +1894,13 @@ pub mod operator_server {
             tonic::Response<super::ClusterStatusReply>,
             tonic::Status,
         >;
+        /// Commit a probe entry through Raft and answer once it is applied on the
+        /// leader (operator): proves the cluster can commit right now; used by
+        /// monitoring and by `leitstand bench raft`.
+        async fn probe(
+            &self,
+            request: tonic::Request<super::ProbeRequest>,
+        ) -> std::result::Result<tonic::Response<super::ProbeReply>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct OperatorServer<T> {
@@ -2467,6 +2538,49 @@ pub mod operator_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = TransferLeaderSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/leitstand.v1.Operator/Probe" => {
+                    #[allow(non_camel_case_types)]
+                    struct ProbeSvc<T: Operator>(pub Arc<T>);
+                    impl<T: Operator> tonic::server::UnaryService<super::ProbeRequest>
+                    for ProbeSvc<T> {
+                        type Response = super::ProbeReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ProbeRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Operator>::probe(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ProbeSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
