@@ -2,6 +2,7 @@
 //! and dispatches; commands whose work has not landed yet exit 2 and say so.
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod dev;
 mod pki;
 
@@ -93,7 +94,7 @@ enum Command {
     Audit(AuditCommand),
     /// Controller cluster membership.
     #[command(subcommand)]
-    Cluster(ClusterCommand),
+    Cluster(cluster::ClusterCommand),
     /// Chaos drills against a sandbox cluster.
     #[command(subcommand)]
     Drill(DrillCommand),
@@ -220,31 +221,6 @@ enum AuditFormat {
 }
 
 #[derive(Subcommand, Debug)]
-enum ClusterCommand {
-    /// Members, leader, term, commit and applied index, follower lag.
-    Status(OperatorArgs),
-    /// Add a controller (admin).
-    Add {
-        node_id: u64,
-        address: String,
-        #[command(flatten)]
-        operator: OperatorArgs,
-    },
-    /// Remove a controller (admin).
-    Remove {
-        node_id: u64,
-        #[command(flatten)]
-        operator: OperatorArgs,
-    },
-    /// Hand leadership to another controller (admin).
-    Transfer {
-        node_id: u64,
-        #[command(flatten)]
-        operator: OperatorArgs,
-    },
-}
-
-#[derive(Subcommand, Debug)]
 enum DrillCommand {
     /// List the drill scenarios.
     List,
@@ -284,7 +260,7 @@ fn main() -> ExitCode {
         Command::Unfreeze { .. } => not_available("unfreeze", "the failover engine"),
         Command::Runbook(_) => not_available("runbook", "the failover engine"),
         Command::Audit(_) => not_available("audit", "the failover engine"),
-        Command::Cluster(_) => not_available("cluster", "the controller cluster"),
+        Command::Cluster(command) => block_on(cluster::run(command)),
         Command::Drill(_) => not_available("drill", "the chaos drills"),
         Command::Bench { name, seconds } => block_on(bench(name, seconds)),
     }

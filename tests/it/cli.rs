@@ -1,7 +1,7 @@
 //! The command line: every subcommand of DESIGN.md §9 exists; those whose
 //! work comes later say so and exit 2; configuration errors are located.
 
-use crate::support::{run, text};
+use crate::support::{free_port, must_succeed, pki, run, text};
 
 #[test]
 fn later_commands_exist_and_say_they_are_not_available_yet() {
@@ -18,10 +18,6 @@ fn later_commands_exist_and_say_they_are_not_available_yet() {
         &["runbook", "render", "runbook.toml"],
         &["audit", "export", "--format", "md"],
         &["audit", "verify", "audit.jsonl"],
-        &["cluster", "status"],
-        &["cluster", "add", "4", "127.0.0.1:7404"],
-        &["cluster", "remove", "4"],
-        &["cluster", "transfer", "2"],
         &["drill", "list"],
         &["drill", "run", "leader-killed", "--seed", "7"],
     ];
@@ -119,4 +115,96 @@ fn missing_certificate_files_are_configuration_errors() {
         stderr.contains("pki/ca.pem"),
         "names the missing file: {stderr}"
     );
+}
+
+#[test]
+fn cluster_commands_locate_mistakes_and_say_what_they_tried() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki_dir = dir.path().join("pki");
+    pki(&pki_dir, "stadt.example");
+    let d = pki_dir.to_str().expect("utf-8 path");
+    must_succeed(&[
+        "pki", "issue", "--dir", d, "--kind", "operator", "--name", "alice",
+    ]);
+    let tls = "[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/operator-alice.pem\"\nkey = \"pki/operator-alice.key\"\n";
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write operator.toml");
+        path.to_str().expect("utf-8").to_owned()
+    };
+
+    let bad = write(
+        "bad.toml",
+        format!("controllers = [\"127.0.0.1:7401\", \"leitstand-2\"]\n{tls}"),
+    );
+    let (first, second) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let down = write(
+        "down.toml",
+        format!("controllers = [\"{first}\", \"{second}\"]\ntimeout = \"5s\"\n{tls}"),
+    );
+    let cases: &[(&[&str], u8, &str)] = &[
+        (&["cluster", "status", "--config", &bad], 2, "bad.toml:1:34"),
+        (&["cluster", "status"], 2, "--config"),
+        (
+            &[
+                "cluster",
+                "add",
+                "--node-id",
+                "0",
+                "--address",
+                "127.0.0.1:7404",
+                "--config",
+                &down,
+            ],
+            2,
+            "not a node id",
+        ),
+        (
+            &[
+                "cluster",
+                "add",
+                "--node-id",
+                "4",
+                "--address",
+                "nowhere",
+                "--config",
+                &down,
+            ],
+            2,
+            "not host:port",
+        ),
+        (
+            &["cluster", "status", "--json", "--config", &down],
+            1,
+            &format!(
+                "no controller answered: tried {first} (connection refused), {second} (connection refused)"
+            ),
+        ),
+        (
+            &["cluster", "transfer", "--to", "2", "--config", &down],
+            1,
+            "connection refused",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let out = run(args);
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(*code)),
+            "leitstand {args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains(needle),
+            "leitstand {args:?} says {needle:?}: {stderr}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "leitstand {args:?} printed {:?}",
+            text(&out.stdout)
+        );
+    }
 }
