@@ -4,16 +4,16 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use leitstand_proto::config::{ConfigSource, is_host_port};
+use leitstand_proto::config::{ConfigSource, is_host_port, parse_duration};
 use leitstand_proto::domain::{Identifier, NodeId};
 use leitstand_proto::tls::TlsFiles;
 use toml::Spanned;
 
 use crate::Error;
 
-/// Members a cluster may have.
-const MAX_MEMBERS: usize = 9;
+use leitstand_proto::domain::bounds::MAX_MEMBERS;
 
 /// A validated controller configuration.
 #[derive(Debug, Clone)]
@@ -25,7 +25,44 @@ pub struct ControllerConfig {
     pub tls: TlsFiles,
     /// Node id → listen address of every member, this node included.
     pub peers: BTreeMap<NodeId, String>,
+    pub raft: RaftSettings,
     pub rbac: Rbac,
+}
+
+/// `[cluster]` keys beyond `peers`: how this node joins and paces Raft.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftSettings {
+    /// Start with an empty membership and wait to be added (`leitstand
+    /// cluster add`) instead of bootstrapping from `peers`: for a node
+    /// added to a running cluster, or rebuilt after its data was lost.
+    pub join: bool,
+    /// One Raft tick. Default 50 ms.
+    pub tick: Duration,
+    /// Heartbeat every this many ticks. Default 2 (100 ms).
+    pub heartbeat_ticks: usize,
+    /// A follower that hears nothing for [n, 2n) ticks starts an election.
+    /// Default 10 ([0.5 s, 1 s) with the default tick): see
+    /// `raft::NodeConfig` for why.
+    pub election_ticks: usize,
+    /// Applied entries past the latest snapshot before a new one is taken
+    /// and the log compacted. Default 10 000.
+    pub snapshot_after_entries: u64,
+    /// Entries kept before the snapshot for followers a little behind.
+    /// Default 1 000.
+    pub keep_entries_after_snapshot: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            join: false,
+            tick: Duration::from_millis(50),
+            heartbeat_ticks: 2,
+            election_ticks: 10,
+            snapshot_after_entries: 10_000,
+            keep_entries_after_snapshot: 1_000,
+        }
+    }
 }
 
 /// Operator names (or "*") per role; a name in several roles gets the highest.
@@ -58,6 +95,18 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawCluster {
     peers: Spanned<BTreeMap<String, Spanned<String>>>,
+    #[serde(default)]
+    join: bool,
+    #[serde(default)]
+    tick: Option<Spanned<String>>,
+    #[serde(default)]
+    heartbeat_ticks: Option<Spanned<u64>>,
+    #[serde(default)]
+    election_ticks: Option<Spanned<u64>>,
+    #[serde(default)]
+    snapshot_after_entries: Option<Spanned<u64>>,
+    #[serde(default)]
+    keep_entries_after_snapshot: Option<Spanned<u64>>,
 }
 
 fn socket_addr(
@@ -125,6 +174,7 @@ impl ControllerConfig {
                 ),
             ));
         }
+        let raft = raft_settings(&source, &raw.cluster)?;
         let (rbac, rbac_span) = raw
             .rbac
             .map(|r| (r.get_ref().clone(), r.span()))
@@ -147,7 +197,77 @@ impl ControllerConfig {
             metrics_listen,
             tls: raw.tls.resolved(|p| source.resolve(p)),
             peers,
+            raft,
             rbac,
         })
     }
+}
+
+fn raft_settings(source: &ConfigSource, raw: &RawCluster) -> Result<RaftSettings, Error> {
+    let defaults = RaftSettings::default();
+    let at = |span: std::ops::Range<usize>, msg: String| Error::Config(source.error_at(span, msg));
+    let ranged = |value: &Option<Spanned<u64>>, key: &str, min: u64, max: u64, default: u64| {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let number = *value.get_ref();
+        if (min..=max).contains(&number) {
+            Ok(number)
+        } else {
+            Err(at(
+                value.span(),
+                format!("[cluster] {key} = {number} is out of range; allowed is {min} to {max}"),
+            ))
+        }
+    };
+    let tick = raw
+        .tick
+        .as_ref()
+        .map(|tick| {
+            parse_duration(
+                source,
+                tick,
+                Duration::from_millis(10),
+                Duration::from_secs(1),
+            )
+            .map_err(Error::Config)
+        })
+        .transpose()?
+        .unwrap_or(defaults.tick);
+    let heartbeat_ticks = ranged(&raw.heartbeat_ticks, "heartbeat_ticks", 1, 100, 2)?;
+    let election_ticks = ranged(&raw.election_ticks, "election_ticks", 3, 1000, 10)?;
+    if election_ticks <= heartbeat_ticks {
+        let span = raw
+            .election_ticks
+            .as_ref()
+            .or(raw.heartbeat_ticks.as_ref())
+            .map(Spanned::span)
+            .unwrap_or_default();
+        return Err(at(
+            span,
+            format!(
+                "[cluster] election_ticks ({election_ticks}) must be more than heartbeat_ticks ({heartbeat_ticks}), or followers start elections while the leader is healthy"
+            ),
+        ));
+    }
+    Ok(RaftSettings {
+        join: raw.join,
+        tick,
+        heartbeat_ticks: heartbeat_ticks as usize,
+        election_ticks: election_ticks as usize,
+        snapshot_after_entries: ranged(
+            &raw.snapshot_after_entries,
+            "snapshot_after_entries",
+            10,
+            10_000_000,
+            defaults.snapshot_after_entries,
+        )?,
+        keep_entries_after_snapshot: ranged(
+            &raw.keep_entries_after_snapshot,
+            "keep_entries_after_snapshot",
+            0,
+            10_000_000,
+            defaults.keep_entries_after_snapshot,
+        )?,
+    })
 }

@@ -30,10 +30,12 @@ pub enum Rejection {
     NodeMismatch,
     /// An agent that read no answer for the send timeout.
     Unresponsive,
+    /// An operator call the caller's role does not allow.
+    PermissionDenied,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 11] = [
+    pub const ALL: [Rejection; 12] = [
         Rejection::WrongKind,
         Rejection::IdentityMismatch,
         Rejection::InvalidMessage,
@@ -45,6 +47,7 @@ impl Rejection {
         Rejection::CertificateRevoked,
         Rejection::NodeMismatch,
         Rejection::Unresponsive,
+        Rejection::PermissionDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +63,7 @@ impl Rejection {
             Rejection::CertificateRevoked => "certificate_revoked",
             Rejection::NodeMismatch => "node_identity_mismatch",
             Rejection::Unresponsive => "unresponsive",
+            Rejection::PermissionDenied => "permission_denied",
         }
     }
 }

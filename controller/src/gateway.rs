@@ -7,7 +7,6 @@
 //! sequence number. Every refusal is logged with its reason, counted, and
 //! ends only this stream.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::counters::{Counters, Rejection};
+use crate::operator::AddressBook;
 use crate::raft::NodeHandle;
 use crate::registry::{Accepted, Registry};
 
@@ -38,7 +38,7 @@ pub(crate) struct Gateway {
     pub(crate) node_id: NodeId,
     pub(crate) raft: NodeHandle,
     /// Node id → address, for the leader hint.
-    pub(crate) peers: BTreeMap<NodeId, String>,
+    pub(crate) addresses: AddressBook,
     pub(crate) registry: Arc<Registry>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) tls: Arc<ServerTls>,
@@ -150,7 +150,7 @@ impl AgentGateway for Gateway {
         let session = SessionTask {
             node_id: self.node_id,
             raft: self.raft.clone(),
-            peers: self.peers.clone(),
+            addresses: self.addresses.clone(),
             registry: self.registry.clone(),
             counters: self.counters.clone(),
             tls: self.tls.clone(),
@@ -166,7 +166,7 @@ impl AgentGateway for Gateway {
 struct SessionTask {
     node_id: NodeId,
     raft: NodeHandle,
-    peers: BTreeMap<NodeId, String>,
+    addresses: AddressBook,
     registry: Arc<Registry>,
     counters: Arc<Counters>,
     tls: Arc<ServerTls>,
@@ -212,8 +212,7 @@ impl SessionTask {
         Some(v1::NotLeader {
             leader_id: leader.map_or(0, NodeId::get),
             leader_hint: leader
-                .and_then(|id| self.peers.get(&id))
-                .cloned()
+                .and_then(|id| self.addresses.get(id.get()))
                 .unwrap_or_default(),
         })
     }

@@ -10,29 +10,36 @@
 mod config;
 mod counters;
 mod gateway;
+mod operator;
 mod peer;
 mod raft;
 mod registry;
+mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use leitstand_proto::domain::NodeId;
 use leitstand_proto::domain::{AgentId, Report, bounds};
 use leitstand_proto::tls::{ClientTls, HandshakeCounters, ServerTls};
 use leitstand_proto::v1::agent_gateway_server::AgentGatewayServer;
+use leitstand_proto::v1::operator_server::OperatorServer;
 use leitstand_proto::v1::peer_server::PeerServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{ControllerConfig, Rbac};
+pub use config::{ControllerConfig, RaftSettings, Rbac};
 pub use counters::Rejection;
 
 /// Largest Raft batch a peer may send.
 const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
-/// Concurrent HTTP/2 streams per connection: an agent needs one.
-const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+/// Concurrent HTTP/2 streams per connection: an agent needs one, a
+/// benchmark's concurrent probes more.
+const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+/// Largest operator request or answer (a runbook is at most 1 MiB).
+const MAX_OPERATOR_MESSAGE_BYTES: usize = 4 << 20;
 
 /// What stops a controller from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +79,9 @@ pub struct Controller {
     /// Our client identity towards the other controllers.
     peer_tls: Arc<ClientTls>,
     node: raft::RaftNode,
+    state: state::ClusterState,
+    /// Keeps the transport's peers and the recorded addresses current.
+    membership: JoinHandle<()>,
     registry: Arc<registry::Registry>,
     counters: Arc<counters::Counters>,
     #[allow(missing_debug_implementations)]
@@ -98,29 +108,49 @@ impl Controller {
         )
         .map_err(|e| Error::Storage(Box::new(e)))?;
         // Every member bootstraps the same voters from the same [cluster]
-        // peers; a log that already has a membership keeps it.
-        let voters = raft_proto_conf_state(&config);
-        if storage
-            .initialize_with_conf_state(voters)
+        // peers; a log that already has a membership keeps it. A joining
+        // node starts without one and learns it from the leader.
+        if config.raft.join {
+            if storage.conf_state() == ::raft::eraftpb::ConfState::default() {
+                tracing::info!(
+                    "joining an existing cluster: waiting to be added (`leitstand cluster add`)"
+                );
+            }
+        } else if storage
+            .initialize_with_conf_state(raft_proto_conf_state(&config))
             .map_err(|e| Error::Storage(Box::new(e)))?
         {
             tracing::info!(peers = ?config.peers, "bootstrapped a new Raft log");
         }
+        let records = storage
+            .state_records()
+            .map_err(|e| Error::Storage(Box::new(e)))?;
+        let state = state::ClusterState::load(storage.applied(), &records)
+            .map_err(|e| Error::Storage(Box::new(e)))?;
+        let addresses = operator::AddressBook {
+            configured: Arc::new(config.peers.clone()),
+            replicated: state.watch_addresses(),
+        };
         let transport = Arc::new(raft::GrpcTransport::start(
             config.node_id,
-            &config.peers,
+            &addresses.all(),
             peer_tls.clone(),
             raft::PeerTransportConfig::default(),
         ));
-        // The replicated state machine arrives with the controller-cluster
-        // work (item 4); until then committed entries carry nothing to apply.
         let node = raft::RaftNode::start(
-            raft::NodeConfig::new(config.node_id),
+            node_config(&config),
             storage,
-            transport,
-            Box::new(|_| {}),
+            transport.clone(),
+            Box::new(state.clone()),
         )
         .map_err(|e| Error::Raft(Box::new(e)))?;
+        let membership = tokio::spawn(keep_membership_current(
+            config.node_id,
+            node.handle(),
+            state.clone(),
+            addresses.clone(),
+            transport,
+        ));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -148,11 +178,19 @@ impl Controller {
         let gateway = gateway::Gateway {
             node_id: config.node_id,
             raft: node.handle(),
-            peers: config.peers.clone(),
+            addresses: addresses.clone(),
             registry: registry.clone(),
             counters: counters.clone(),
             tls: tls.clone(),
             shutdown: stop_rx.clone(),
+        };
+        let operator = operator::OperatorService {
+            node_id: config.node_id,
+            raft: node.handle(),
+            state: state.clone(),
+            addresses,
+            rbac: config.rbac.clone(),
+            counters: counters.clone(),
         };
         let peer = peer::PeerService {
             counters: counters.clone(),
@@ -167,6 +205,11 @@ impl Controller {
                 AgentGatewayServer::new(gateway)
                     .max_decoding_message_size(bounds::MAX_AGENT_MESSAGE_BYTES)
                     .max_encoding_message_size(bounds::MAX_AGENT_MESSAGE_BYTES),
+            )
+            .add_service(
+                OperatorServer::new(operator)
+                    .max_decoding_message_size(MAX_OPERATOR_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_OPERATOR_MESSAGE_BYTES),
             )
             .add_service(PeerServer::new(peer).max_decoding_message_size(MAX_PEER_MESSAGE_BYTES));
         let incoming = leitstand_proto::tls::incoming(listener, tls.clone());
@@ -185,6 +228,8 @@ impl Controller {
             tls,
             peer_tls,
             node,
+            state,
+            membership,
             registry,
             counters,
             health: health_reporter,
@@ -212,6 +257,21 @@ impl Controller {
     /// The leader this controller knows of, if any.
     pub fn leader(&self) -> Option<u64> {
         self.node.handle().status().leader
+    }
+
+    /// The applied index and a SHA-256 of the replicated state at that
+    /// index, read from this node's file: equal on every member at the same
+    /// applied index.
+    pub fn state_digest(&self) -> Result<(u64, [u8; 32]), Error> {
+        self.node
+            .storage()
+            .state_digest()
+            .map_err(|e| Error::Storage(Box::new(e)))
+    }
+
+    /// Write probes applied so far (Operator.Probe).
+    pub fn probes_applied(&self) -> u64 {
+        self.state.probes()
     }
 
     pub fn handshake_counters(&self) -> &HandshakeCounters {
@@ -251,6 +311,7 @@ impl Controller {
             .set_not_serving::<AgentGatewayServer<gateway::Gateway>>()
             .await;
         let _ = self.stop.send(true);
+        self.membership.abort();
         if let Err(e) = self.node.stop().await {
             tracing::error!("stopping the Raft node: {e}");
         }
@@ -267,6 +328,83 @@ impl Controller {
                 Ok(())
             }
         }
+    }
+}
+
+fn node_config(config: &ControllerConfig) -> raft::NodeConfig {
+    let settings = &config.raft;
+    raft::NodeConfig {
+        tick_interval: settings.tick,
+        election_tick: settings.election_ticks,
+        heartbeat_tick: settings.heartbeat_ticks,
+        snapshot_after_entries: settings.snapshot_after_entries,
+        keep_entries_after_snapshot: settings.keep_entries_after_snapshot,
+        ..raft::NodeConfig::new(config.node_id)
+    }
+}
+
+/// Follows the replicated membership: points the transport at every known
+/// address, and has the first leader record the bootstrap members'
+/// addresses in the log, so nodes added later learn them.
+async fn keep_membership_current(
+    node_id: NodeId,
+    raft: raft::NodeHandle,
+    state: state::ClusterState,
+    addresses: operator::AddressBook,
+    transport: Arc<raft::GrpcTransport>,
+) {
+    let mut replicated = state.watch_addresses();
+    let mut status = raft.watch_status();
+    loop {
+        transport.set_peers(&addresses.all());
+        let leading = status.borrow_and_update().role == ::raft::StateRole::Leader;
+        if leading {
+            record_bootstrap_addresses(node_id, &raft, &state, &addresses).await;
+        }
+        tokio::select! {
+            changed = replicated.changed() => if changed.is_err() { return },
+            changed = status.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+async fn record_bootstrap_addresses(
+    node_id: NodeId,
+    raft: &raft::NodeHandle,
+    state: &state::ClusterState,
+    addresses: &operator::AddressBook,
+) {
+    let Some(replication) = raft.inspect().await else {
+        return;
+    };
+    let recorded = state.addresses();
+    let missing: Vec<state::MemberAddress> = replication
+        .conf_state
+        .voters
+        .iter()
+        .chain(&replication.conf_state.learners)
+        .filter_map(|&id| {
+            let node = NodeId::new(id)?;
+            if recorded.contains_key(&node) {
+                return None;
+            }
+            Some(state::MemberAddress {
+                node_id: id,
+                address: addresses.configured.get(&node)?.clone(),
+            })
+        })
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let command = state::Command::RecordMembers {
+        members: missing,
+        actor: format!("controller/{node_id}"),
+        at_unix_ms: state::now_unix_ms(),
+    };
+    if let Err(error) = raft.propose(command.encode()).await {
+        // The next leadership or membership change tries again.
+        tracing::debug!(%error, "recording the members' addresses did not commit");
     }
 }
 

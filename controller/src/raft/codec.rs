@@ -172,3 +172,76 @@ impl Identity {
 pub(super) fn entry_size(entry: &raft::eraftpb::Entry) -> u64 {
     u64::from(entry.compute_size())
 }
+
+/// Longest key of a state machine record.
+pub(super) const MAX_STATE_KEY_BYTES: usize = 1024;
+
+/// The snapshot data of a state machine: its records in key order, each as
+/// `u32 key length ‖ key ‖ u32 value length ‖ value` (little endian), after
+/// a `u64` record count.
+pub(super) fn encode_records(records: &std::collections::BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+    let size = 8 + records
+        .iter()
+        .map(|(key, value)| 8 + key.len() + value.len())
+        .sum::<usize>();
+    let mut data = Vec::with_capacity(size);
+    data.extend_from_slice(&(records.len() as u64).to_le_bytes());
+    for (key, value) in records {
+        // Keys are bounded when written; values by the Raft entry size.
+        data.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        data.extend_from_slice(key.as_bytes());
+        data.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        data.extend_from_slice(value);
+    }
+    data
+}
+
+/// Decodes [`encode_records`]'s layout, refusing anything else: a snapshot
+/// comes from a peer, so every length is checked against what is left.
+pub(super) fn decode_records(
+    data: &[u8],
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>, String> {
+    fn take<'d>(data: &mut &'d [u8], len: usize, what: &str) -> Result<&'d [u8], String> {
+        if data.len() < len {
+            return Err(format!(
+                "the snapshot ends inside {what} ({len} bytes needed, {} left)",
+                data.len()
+            ));
+        }
+        let (head, rest) = data.split_at(len);
+        *data = rest;
+        Ok(head)
+    }
+    fn length(data: &mut &[u8], what: &str) -> Result<usize, String> {
+        let bytes = take(data, 4, what)?;
+        let mut word = [0u8; 4];
+        word.copy_from_slice(bytes);
+        Ok(u32::from_le_bytes(word) as usize)
+    }
+    let mut rest = data;
+    let [count] = decode_u64s::<1>(take(&mut rest, 8, "the record count")?)?;
+    let mut records = std::collections::BTreeMap::new();
+    let mut previous: Option<String> = None;
+    for n in 0..count {
+        let key_len = length(&mut rest, "a key length")?;
+        if key_len > MAX_STATE_KEY_BYTES {
+            return Err(format!(
+                "record {n} has a {key_len}-byte key; at most {MAX_STATE_KEY_BYTES} are allowed"
+            ));
+        }
+        let key = std::str::from_utf8(take(&mut rest, key_len, "a key")?)
+            .map_err(|_| format!("record {n}'s key is not UTF-8"))?
+            .to_owned();
+        if previous.as_ref().is_some_and(|p| *p >= key) {
+            return Err(format!("record {n} ({key:?}) is out of key order"));
+        }
+        let value_len = length(&mut rest, "a value length")?;
+        let value = take(&mut rest, value_len, "a value")?.to_vec();
+        previous = Some(key.clone());
+        records.insert(key, value);
+    }
+    if !rest.is_empty() {
+        return Err(format!("{} bytes follow the last record", rest.len()));
+    }
+    Ok(records)
+}

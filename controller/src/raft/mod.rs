@@ -6,13 +6,6 @@
 //! types' persistence; the state machine, the commands and the message
 //! router live elsewhere (STYLE.md, "Embedding raft-rs").
 
-// `Controller` runs the node, its storage and the peer transport; the
-// proposal API and parts of the storage API wait for the replicated state
-// machine (the controller-cluster issue, item 4), the link statistics for
-// cluster status (item 8), compaction (item 5). All of it is tested; remove
-// this line when the last of them is wired.
-#![cfg_attr(not(test), allow(dead_code))]
-
 mod codec;
 mod logger;
 mod node;
@@ -20,9 +13,12 @@ mod peer_transport;
 mod storage;
 mod transport;
 
-pub(crate) use node::{NodeConfig, NodeHandle, RaftNode};
+pub(crate) use node::{
+    Committed, MembershipChange, NodeConfig, NodeHandle, ProposeError, RaftNode, ReplicationStatus,
+    StateMachine,
+};
 pub(crate) use peer_transport::{GrpcTransport, PeerTransportConfig};
-pub(crate) use storage::{RedbStorage, StorageOptions};
+pub(crate) use storage::{RedbStorage, StateRecords, StateWrites, StorageOptions};
 
 #[cfg(test)]
 mod tests;

@@ -15,9 +15,10 @@
 //! 2. **Apply the snapshot**, if any, to storage (log and state replaced)
 //!    and hand it to the state machine. It must come before step 4: the
 //!    Ready's entries follow the snapshot and would be wiped by it.
-//! 3. **Apply `committed_entries()`** to the state machine and resolve the
-//!    proposals they answer. raft-rs 0.7 only hands out entries that are
-//!    committed *and* already persisted here, so this may precede step 4.
+//! 3. **Apply `committed_entries()`** to the state machine, collecting its
+//!    record changes and the answers to the proposals they resolve.
+//!    raft-rs 0.7 only hands out entries that are committed *and* already
+//!    persisted here, so this may precede step 4.
 //! 4. **Persist `entries()` and `hs()` in one redb transaction**, fsynced
 //!    before anything below happens (`Ready::must_sync()`; a commit-only
 //!    hard state change is written without fsync, see
@@ -33,13 +34,19 @@
 //!    fsync, as raft-rs asks none for a commit index), send its messages,
 //!    apply its committed entries.
 //! 8. **`advance_apply()`.**
-//! 9. **Persist the applied index** (the value `Config.applied` takes on
-//!    restart). It is written after the commit index, so every prefix of
-//!    writes a crash can leave keeps applied ≤ commit; written without
-//!    fsync, since losing it only means entries are handed to the state
-//!    machine again after a crash (at least once, never skipped). A state
-//!    machine that persists its own state must record the applied index in
-//!    the same transaction as its effects instead.
+//! 9. **Persist the state machine's record changes and the applied index
+//!    in one transaction** (the index is the value `Config.applied` takes on
+//!    restart, and raft-rs never hands out entries at or below it again: an
+//!    applied index written apart from its effects could skip one). It is
+//!    written after the commit index, so every prefix of writes a crash can
+//!    leave keeps applied ≤ commit; without fsync, since a crash that loses
+//!    it loses the effects with it, and the entries are applied again from
+//!    the durable log. Only then are the proposals answered and the
+//!    linearizable reads waiting for this index released.
+//! 10. **Compact**: once the log holds more than `snapshot_after_entries`
+//!     applied entries past the latest snapshot, snapshot the state at the
+//!     applied index and discard the log before it, keeping
+//!     `keep_entries_after_snapshot` entries for followers a little behind.
 //!
 //! A storage error at any step is fatal for the node (fail-stop): the task
 //! ends, the error is returned from [`RaftNode::stop`] and logged, and
@@ -50,13 +57,33 @@
 //!
 //! [`NodeHandle::propose`] resolves with the log index once the entry is
 //! applied here, or fails: `NotLeader` (with the leader this node knows of)
-//! right away on a follower, `Dropped` when a leader change overwrote the
+//! right away on a follower, `Refused` when the state machine applied the
+//! entry as a refusal (the reason comes back; nothing changed), `Dropped`
+//! when a leader change overwrote the
 //! entry (it was not applied, anywhere), `Timeout` when it was neither
 //! applied nor lost in time, `Unknown` when this node skipped past it by
 //! snapshot, `Stopped` when the node ended. After the last three the entry
 //! may still be (or have been) applied: commands must be idempotent. An
 //! entry is identified by (index, term): the index raft-rs gave it and the
 //! leader's term at the time.
+//!
+//! # Membership
+//!
+//! One change at a time ([`NodeHandle::propose_membership`]): a change is
+//! refused while another is uncommitted or the configuration is joint. A
+//! single-node ConfChangeV2 moves directly to the new configuration; a
+//! leader that finds the cluster in a joint configuration (a change of
+//! several nodes at once, or a leader change in the middle of one) proposes
+//! the empty change that leaves it. A leader removed from the membership
+//! steps down (the Operator API hands leadership away first, so this is a
+//! safety net).
+//!
+//! # Linearizable reads
+//!
+//! [`NodeHandle::read_index`] asks the leader (through raft-rs's ReadIndex,
+//! which confirms leadership with a quorum of heartbeats) for its commit
+//! index, then waits until this node has applied it: state read afterwards
+//! is at least as new as every write acknowledged before the call.
 //!
 //! # Blocking
 //!
@@ -72,13 +99,16 @@ use std::time::Duration;
 
 use leitstand_proto::domain::NodeId;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
-use raft::{RawNode, SnapshotStatus, StateRole};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message,
+};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::logger;
-use super::storage::{Flush, RedbStorage, StoreError};
+use super::storage::{Flush, RedbStorage, StateRecords, StateWrites, StoreError};
 use super::transport::Transport;
 
 /// Peer messages a node buffers; more are dropped (Raft retransmits).
@@ -127,6 +157,12 @@ pub(crate) struct NodeConfig {
     pub(crate) max_uncommitted_size: u64,
     /// How long [`NodeHandle::propose`] waits for the entry to be applied.
     pub(crate) proposal_timeout: Duration,
+    /// Applied entries past the latest snapshot before a new snapshot is
+    /// taken and the log before it compacted (step 10).
+    pub(crate) snapshot_after_entries: u64,
+    /// Entries kept before the snapshot's index when compacting, so a
+    /// follower a little behind gets entries rather than a whole snapshot.
+    pub(crate) keep_entries_after_snapshot: u64,
 }
 
 impl NodeConfig {
@@ -140,6 +176,8 @@ impl NodeConfig {
             max_inflight_msgs: 64,
             max_uncommitted_size: 16 << 20,
             proposal_timeout: Duration::from_secs(5),
+            snapshot_after_entries: 10_000,
+            keep_entries_after_snapshot: 1_000,
         }
     }
 
@@ -164,28 +202,42 @@ impl NodeConfig {
     }
 }
 
-/// What the state machine receives, in log order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ApplyEvent {
-    /// A committed command. Entries with empty data (a new leader's no-op,
-    /// an empty proposal) are not handed over; membership changes are
-    /// applied by the driver.
-    Entry {
-        index: u64,
-        term: u64,
-        data: Vec<u8>,
-    },
-    /// Replace the whole state with the snapshot's (received from the
-    /// leader because this node fell behind its log).
-    Snapshot {
-        index: u64,
-        term: u64,
-        data: Vec<u8>,
-    },
+/// A committed command, as the state machine receives it (in log order).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Committed<'a> {
+    pub(crate) index: u64,
+    pub(crate) data: &'a [u8],
 }
 
-/// Receives applied entries, on the node's task: it must not block long.
-pub(crate) type ApplyFn = Box<dyn FnMut(ApplyEvent) + Send>;
+/// A committed membership change, after raft-rs applied it.
+#[derive(Debug, Clone)]
+pub(crate) struct MembershipChange {
+    pub(crate) index: u64,
+    pub(crate) changes: Vec<(ConfChangeType, u64)>,
+    /// What the proposer attached (ConfChangeV2's context).
+    pub(crate) context: Vec<u8>,
+    /// The membership from now on.
+    pub(crate) conf_state: ConfState,
+}
+
+/// The replicated state machine, driven by the node's task: it must not
+/// block long. Apply must be deterministic, a function of the state and
+/// the entry only (never the clock, never local configuration), or the
+/// replicas diverge.
+pub(crate) trait StateMachine: Send + 'static {
+    /// Applies one committed command, adding its record changes to
+    /// `writes`; `Err(reason)` refuses it: nothing changes, and the
+    /// proposer learns the reason. Entries with empty data (a new leader's
+    /// no-op) are not handed over.
+    fn apply(&mut self, entry: Committed<'_>, writes: &mut StateWrites) -> Result<(), String>;
+
+    /// Records a committed membership change (raft-rs has applied it).
+    fn apply_membership(&mut self, change: &MembershipChange, writes: &mut StateWrites);
+
+    /// Replaces the whole state with `records` at `applied` (a snapshot
+    /// received from the leader because this node fell behind its log).
+    fn restore(&mut self, applied: u64, records: StateRecords);
+}
 
 /// Why a proposal was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -203,6 +255,23 @@ pub(crate) enum ProposeError {
     )]
     Unknown,
     #[error("the Raft node has stopped; whether the proposal was applied is unknown")]
+    Stopped,
+    #[error("the command was committed at index {index} but refused: {reason}")]
+    Refused { index: u64, reason: String },
+    #[error(
+        "a membership change is already in progress (uncommitted, or the configuration is joint); retry once it is done"
+    )]
+    MembershipChangeInProgress,
+}
+
+/// Why a linearizable read could not be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error(
+        "no leader confirmed the read within {after:?}: an election may be under way, or this node is cut off from the majority"
+    )]
+    Timeout { after: Duration },
+    #[error("the Raft node has stopped")]
     Stopped,
 }
 
@@ -236,6 +305,13 @@ pub(crate) enum NodeError {
         #[source]
         source: Box<raft::Error>,
     },
+    #[error("Raft node {node} stopped: the snapshot it took at index {index} could not be stored")]
+    Compaction {
+        node: NodeId,
+        index: u64,
+        #[source]
+        source: StoreError,
+    },
     #[error("the task of Raft node {node} ended abnormally")]
     Task {
         node: NodeId,
@@ -257,11 +333,54 @@ pub(crate) struct NodeStatus {
     pub(crate) running: bool,
 }
 
+/// The replication picture of a node, on request ([`NodeHandle::inspect`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ReplicationStatus {
+    pub(crate) status: NodeStatus,
+    pub(crate) first_index: u64,
+    pub(crate) last_index: u64,
+    pub(crate) snapshot_index: u64,
+    pub(crate) conf_state: ConfState,
+    /// Whether a membership change is proposed but not yet applied.
+    pub(crate) pending_membership_change: bool,
+    /// The leader's view of every other member; empty on a follower.
+    pub(crate) followers: Vec<FollowerStatus>,
+}
+
+/// The leader's view of one follower.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FollowerStatus {
+    pub(crate) id: u64,
+    /// The highest index known to be in its log.
+    pub(crate) matched: u64,
+    /// Being sent a snapshot, or probed for where its log ends.
+    pub(crate) catching_up: bool,
+    /// Since this node last received a message from it.
+    pub(crate) last_contact: Option<Duration>,
+}
+
+type Reply<T> = oneshot::Sender<T>;
+type ProposalReply = Reply<Result<u64, ProposeError>>;
+
 /// What a handle asks of the node task.
 enum Command {
     Propose {
         data: Vec<u8>,
-        reply: oneshot::Sender<Result<u64, ProposeError>>,
+        reply: Reply<Result<u64, ProposeError>>,
+    },
+    ProposeMembership {
+        change: ConfChangeV2,
+        reply: Reply<Result<u64, ProposeError>>,
+    },
+    TransferLeader {
+        to: u64,
+        reply: Reply<Result<(), ProposeError>>,
+    },
+    ReadIndex {
+        reply: Reply<u64>,
+    },
+    Inspect {
+        reply: Reply<ReplicationStatus>,
     },
 }
 
@@ -272,6 +391,16 @@ impl std::fmt::Debug for Command {
                 .debug_struct("Propose")
                 .field("bytes", &data.len())
                 .finish_non_exhaustive(),
+            Command::ProposeMembership { change, .. } => f
+                .debug_struct("ProposeMembership")
+                .field("change", change)
+                .finish_non_exhaustive(),
+            Command::TransferLeader { to, .. } => f
+                .debug_struct("TransferLeader")
+                .field("to", to)
+                .finish_non_exhaustive(),
+            Command::ReadIndex { .. } => f.write_str("ReadIndex"),
+            Command::Inspect { .. } => f.write_str("Inspect"),
         }
     }
 }
@@ -308,11 +437,62 @@ impl NodeHandle {
 
     /// Proposes `data` and resolves with its log index once applied here.
     pub(crate) async fn propose(&self, data: Vec<u8>) -> Result<u64, ProposeError> {
+        self.ask_with_timeout(|reply| Command::Propose { data, reply })
+            .await
+    }
+
+    /// Proposes a membership change (one at a time; see the module docs)
+    /// and resolves with its log index once applied here.
+    pub(crate) async fn propose_membership(
+        &self,
+        change: ConfChangeV2,
+    ) -> Result<u64, ProposeError> {
+        self.ask_with_timeout(|reply| Command::ProposeMembership { change, reply })
+            .await
+    }
+
+    /// Asks the leader (this node) to hand leadership to `to`; returns once
+    /// asked. Watch [`NodeHandle::status`] for the outcome: raft-rs gives
+    /// up after an election timeout if `to` does not catch up.
+    pub(crate) async fn transfer_leader(&self, to: u64) -> Result<(), ProposeError> {
+        self.ask_with_timeout(|reply| Command::TransferLeader { to, reply })
+            .await
+    }
+
+    /// Waits until this node has applied everything committed before the
+    /// call (ReadIndex, confirmed by a quorum); the applied index then.
+    pub(crate) async fn read_index(&self, timeout: Duration) -> Result<u64, ReadError> {
+        let (reply, answer) = oneshot::channel();
+        let wait = async {
+            self.commands
+                .send(Command::ReadIndex { reply })
+                .await
+                .map_err(|_| ReadError::Stopped)?;
+            // A dropped request (no leader, leadership lost) closes the
+            // reply only at the timeout; raft-rs says nothing.
+            answer.await.map_err(|_| ReadError::Stopped)
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Err(ReadError::Timeout { after: timeout }))
+    }
+
+    /// The replication picture, from the node's task.
+    pub(crate) async fn inspect(&self) -> Option<ReplicationStatus> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Inspect { reply }).await.ok()?;
+        answer.await.ok()
+    }
+
+    async fn ask_with_timeout<T>(
+        &self,
+        command: impl FnOnce(Reply<Result<T, ProposeError>>) -> Command,
+    ) -> Result<T, ProposeError> {
         let after = self.proposal_timeout;
         let (reply, answer) = oneshot::channel();
         let wait = async {
             self.commands
-                .send(Command::Propose { data, reply })
+                .send(command(reply))
                 .await
                 .map_err(|_| ProposeError::Stopped)?;
             answer.await.map_err(|_| ProposeError::Stopped)?
@@ -320,6 +500,11 @@ impl NodeHandle {
         tokio::time::timeout(after, wait)
             .await
             .unwrap_or(Err(ProposeError::Timeout { after }))
+    }
+
+    /// Changes of the node's status (role, term, leader, commit, applied).
+    pub(crate) fn watch_status(&self) -> watch::Receiver<NodeStatus> {
+        self.status.clone()
     }
 
     pub(crate) fn status(&self) -> NodeStatus {
@@ -339,13 +524,14 @@ pub(crate) struct RaftNode {
 
 impl RaftNode {
     /// Starts the node on `storage` (initialized, or recovered from its
-    /// file), sending through `transport` and applying through `apply`.
-    /// Must be called within a tokio runtime.
+    /// file), sending through `transport` and applying to `state_machine`,
+    /// which must hold the state of `storage.applied()` (loaded from
+    /// `storage.state_records()`). Must be called within a tokio runtime.
     pub(crate) fn start(
         config: NodeConfig,
         storage: RedbStorage,
         transport: Arc<dyn Transport>,
-        apply: ApplyFn,
+        state_machine: Box<dyn StateMachine>,
     ) -> Result<RaftNode, NodeError> {
         let node = config.id;
         let applied = storage.applied();
@@ -373,9 +559,15 @@ impl RaftNode {
             raw,
             storage: storage.clone(),
             transport,
-            apply,
+            state_machine,
             pending: BTreeMap::new(),
             applied,
+            writes: StateWrites::default(),
+            answers: Vec::new(),
+            reads: ReadQueue::default(),
+            last_heard: BTreeMap::new(),
+            snapshot_after_entries: config.snapshot_after_entries.max(1),
+            keep_entries_after_snapshot: config.keep_entries_after_snapshot,
             snapshots_sent: Vec::new(),
             status: status_tx,
         };
@@ -398,10 +590,9 @@ impl RaftNode {
         self.handle.clone()
     }
 
-    /// The node's storage, shared with its task: for the state machine to
-    /// store snapshots and compact the log (`create_snapshot` at an applied
-    /// index, then `compact`), which raft-rs reads on its next access. The
-    /// file stays open while a clone lives: drop it before a restart.
+    /// The node's storage, shared with its task (for reading the applied
+    /// state and its digest). The file stays open while a clone lives: drop
+    /// it before a restart.
     pub(crate) fn storage(&self) -> RedbStorage {
         self.storage.clone()
     }
@@ -437,7 +628,17 @@ impl Drop for RaftNode {
 /// A proposal waiting to be applied.
 struct Pending {
     term: u64,
-    reply: oneshot::Sender<Result<u64, ProposeError>>,
+    reply: Reply<Result<u64, ProposeError>>,
+}
+
+/// Linearizable reads: asked of raft-rs (by context), then confirmed at an
+/// index, answered once that index is applied.
+#[derive(Default)]
+struct ReadQueue {
+    next_context: u64,
+    asked: BTreeMap<u64, Reply<u64>>,
+    /// (index to wait for, reply), in the order confirmed.
+    confirmed: Vec<(u64, Reply<u64>)>,
 }
 
 /// Where a pending proposal's entry was appended.
@@ -452,11 +653,20 @@ struct Driver {
     raw: RawNode<RedbStorage>,
     storage: RedbStorage,
     transport: Arc<dyn Transport>,
-    apply: ApplyFn,
+    state_machine: Box<dyn StateMachine>,
     /// By log index.
     pending: BTreeMap<u64, Pending>,
-    /// The last index handed to `apply`.
+    /// The last index handed to the state machine.
     applied: u64,
+    /// Record changes of the entries applied since the last step 9.
+    writes: StateWrites,
+    /// Answers to proposals, sent once their effects are written (step 9).
+    answers: Vec<(ProposalReply, Result<u64, ProposeError>)>,
+    reads: ReadQueue,
+    /// When each peer was last heard from.
+    last_heard: BTreeMap<u64, Instant>,
+    snapshot_after_entries: u64,
+    keep_entries_after_snapshot: u64,
     /// Followers sent a snapshot during this Ready, reported after it.
     snapshots_sent: Vec<u64>,
     status: watch::Sender<NodeStatus>,
@@ -502,8 +712,10 @@ impl Driver {
                 }
                 _ = ticker.tick() => {
                     self.raw.tick();
-                    // Proposals whose caller gave up need no answer.
+                    // Callers that gave up need no answer.
                     self.pending.retain(|_, pending| !pending.reply.is_closed());
+                    self.reads.asked.retain(|_, reply| !reply.is_closed());
+                    self.reads.confirmed.retain(|(_, reply)| !reply.is_closed());
                 }
             }
             if let Err(error) = blocking(|| self.on_ready()) {
@@ -521,6 +733,7 @@ impl Driver {
 
     fn step(&mut self, message: Message) {
         let (from, kind) = (message.from, message.get_msg_type());
+        self.last_heard.insert(from, Instant::now());
         if let Err(error) = self.raw.step(message) {
             // A message from a node outside the membership, or a local
             // message type from the network: not ours to act on.
@@ -531,25 +744,103 @@ impl Driver {
     fn command(&mut self, command: Command) {
         match command {
             Command::Propose { data, reply } => {
-                if self.raw.raft.state != StateRole::Leader {
-                    let leader_hint = Some(self.raw.raft.leader_id).filter(|&id| id != 0);
-                    let _ = reply.send(Err(ProposeError::NotLeader { leader_hint }));
+                if let Err(not_leader) = self.require_leader() {
+                    let _ = reply.send(Err(not_leader));
                     return;
                 }
-                match self.raw.propose(Vec::new(), data) {
-                    Ok(()) => {
-                        let index = self.raw.raft.raft_log.last_index();
-                        let term = self.raw.raft.term;
-                        self.pending.insert(index, Pending { term, reply });
-                    }
-                    Err(error) => {
-                        // A leadership transfer in progress, or too much
-                        // uncommitted: nothing was appended.
-                        tracing::debug!(node = %self.node, %error, "proposal dropped");
-                        let _ = reply.send(Err(ProposeError::Dropped));
-                    }
-                }
+                let result = self.raw.propose(Vec::new(), data);
+                self.track_proposal(result, reply);
             }
+            Command::ProposeMembership { change, reply } => {
+                if let Err(not_leader) = self.require_leader() {
+                    let _ = reply.send(Err(not_leader));
+                    return;
+                }
+                if self.raw.raft.has_pending_conf() || self.is_joint() {
+                    let _ = reply.send(Err(ProposeError::MembershipChangeInProgress));
+                    return;
+                }
+                let result = self.raw.propose_conf_change(Vec::new(), change);
+                self.track_proposal(result, reply);
+            }
+            Command::TransferLeader { to, reply } => {
+                let result = self.require_leader().map(|()| {
+                    tracing::info!(node = %self.node, to, "handing leadership over");
+                    self.raw.transfer_leader(to);
+                });
+                let _ = reply.send(result);
+            }
+            Command::ReadIndex { reply } => {
+                let context = self.reads.next_context;
+                self.reads.next_context += 1;
+                self.reads.asked.insert(context, reply);
+                self.raw.read_index(context.to_le_bytes().to_vec());
+            }
+            Command::Inspect { reply } => {
+                let _ = reply.send(self.replication_status());
+            }
+        }
+    }
+
+    fn require_leader(&self) -> Result<(), ProposeError> {
+        if self.raw.raft.state == StateRole::Leader {
+            return Ok(());
+        }
+        let leader_hint = Some(self.raw.raft.leader_id).filter(|&id| id != 0);
+        Err(ProposeError::NotLeader { leader_hint })
+    }
+
+    fn is_joint(&self) -> bool {
+        !self.storage.conf_state().voters_outgoing.is_empty()
+    }
+
+    /// Remembers a proposal raft-rs accepted, to answer it once applied.
+    fn track_proposal(
+        &mut self,
+        result: raft::Result<()>,
+        reply: Reply<Result<u64, ProposeError>>,
+    ) {
+        match result {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                let term = self.raw.raft.term;
+                self.pending.insert(index, Pending { term, reply });
+            }
+            Err(error) => {
+                // A leadership transfer in progress, too much uncommitted,
+                // or a conf change raft-rs refused: nothing was appended.
+                tracing::debug!(node = %self.node, %error, "proposal dropped");
+                let _ = reply.send(Err(ProposeError::Dropped));
+            }
+        }
+    }
+
+    fn replication_status(&self) -> ReplicationStatus {
+        let raft = &self.raw.raft;
+        let now = Instant::now();
+        let followers = if raft.state == StateRole::Leader {
+            raft.prs()
+                .iter()
+                .filter(|&(&id, _)| id != raft.id)
+                .map(|(&id, progress)| FollowerStatus {
+                    id,
+                    matched: progress.matched,
+                    catching_up: progress.state != ProgressState::Replicate,
+                    last_contact: self.last_heard.get(&id).map(|at| now - *at),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let snapshot_index = self.storage.snapshot_metadata().index;
+        ReplicationStatus {
+            status: self.current_status(true),
+            first_index: self.storage.truncated().index + 1,
+            last_index: raft.raft_log.last_index(),
+            snapshot_index,
+            conf_state: self.storage.conf_state(),
+            pending_membership_change: raft.has_pending_conf(),
+            followers,
         }
     }
 
@@ -582,21 +873,22 @@ impl Driver {
 
         // 2. The snapshot, before the entries that follow it.
         if ready.snapshot().get_metadata().index > 0 {
-            let snapshot = ready.snapshot().clone();
-            self.storage
-                .apply_snapshot(&snapshot)
-                .map_err(self.storage_error("applying a snapshot"))?;
-            let metadata = snapshot.get_metadata();
-            self.applied = metadata.index;
-            (self.apply)(ApplyEvent::Snapshot {
-                index: metadata.index,
-                term: metadata.term,
-                data: snapshot.get_data().to_vec(),
-            });
+            let snapshot = ready.snapshot();
+            let index = snapshot.get_metadata().index;
+            // Effects of entries before the snapshot are inside it.
+            self.flush_applied()?;
+            let records = self
+                .storage
+                .install_snapshot(snapshot)
+                .map_err(self.storage_error("installing a snapshot"))?;
+            tracing::info!(node = %self.node, index, records = records.len(), "caught up from the leader's snapshot");
+            self.applied = index;
+            self.state_machine.restore(index, records);
             // Whether our proposals up to here made it is unknown: their
             // entries are inside the snapshot, if anywhere.
-            self.answer_up_to(metadata.index, |_| Err(ProposeError::Unknown));
+            self.answer_up_to(index, |_| Err(ProposeError::Unknown));
         }
+        self.reads_confirmed(ready.take_read_states());
 
         // 3. Committed (and locally persisted) entries.
         self.apply_entries(ready.take_committed_entries())?;
@@ -630,11 +922,11 @@ impl Driver {
         self.raw.advance_apply();
 
         // 9.
-        if self.applied > self.storage.applied() {
-            self.storage
-                .set_applied_with(self.applied, Flush::WithNextSync)
-                .map_err(self.storage_error("persisting the applied index"))?;
-        }
+        self.flush_applied()?;
+
+        // 10.
+        self.maybe_compact()?;
+        self.leave_joint_configuration();
 
         // Snapshots were handed to the transport, which gives no receipt:
         // report them sent, and raft-rs probes the follower to see.
@@ -660,14 +952,15 @@ impl Driver {
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
         for entry in entries {
             let (index, term) = (entry.index, entry.term);
+            let mut refusal = None;
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
                     if !entry.data.is_empty() {
-                        (self.apply)(ApplyEvent::Entry {
+                        let committed = Committed {
                             index,
-                            term,
-                            data: entry.data.to_vec(),
-                        });
+                            data: &entry.data,
+                        };
+                        refusal = self.state_machine.apply(committed, &mut self.writes).err();
                     }
                 }
                 EntryType::EntryConfChange => {
@@ -679,7 +972,9 @@ impl Driver {
                         }
                     })?;
                     let applied = self.raw.apply_conf_change(&change);
-                    self.persist_conf_state(index, applied)?;
+                    let conf_state = self.persist_conf_state(index, applied)?;
+                    let changes = vec![(change.get_change_type(), change.node_id)];
+                    self.membership_applied(index, changes, change.context.to_vec(), conf_state);
                 }
                 EntryType::EntryConfChangeV2 => {
                     let change = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|source| {
@@ -690,21 +985,139 @@ impl Driver {
                         }
                     })?;
                     let applied = self.raw.apply_conf_change(&change);
-                    self.persist_conf_state(index, applied)?;
+                    let conf_state = self.persist_conf_state(index, applied)?;
+                    let changes = change
+                        .get_changes()
+                        .iter()
+                        .map(|single| (single.get_change_type(), single.node_id))
+                        .collect();
+                    self.membership_applied(index, changes, change.context.to_vec(), conf_state);
                 }
             }
             self.applied = index;
             // An entry is its index and term: ours if both match,
             // overwritten by a leader change otherwise.
             self.answer_up_to(index, |pending| {
-                if pending.index == index && pending.term == term {
-                    Ok(index)
-                } else {
+                if pending.index != index || pending.term != term {
                     Err(ProposeError::Dropped)
+                } else if let Some(reason) = &refusal {
+                    Err(ProposeError::Refused {
+                        index,
+                        reason: reason.clone(),
+                    })
+                } else {
+                    Ok(index)
                 }
             });
         }
         Ok(())
+    }
+
+    fn membership_applied(
+        &mut self,
+        index: u64,
+        changes: Vec<(ConfChangeType, u64)>,
+        context: Vec<u8>,
+        conf_state: ConfState,
+    ) {
+        tracing::info!(node = %self.node, index, ?changes, voters = ?conf_state.voters, learners = ?conf_state.learners, outgoing = ?conf_state.voters_outgoing, "membership changed");
+        let change = MembershipChange {
+            index,
+            changes,
+            context,
+            conf_state,
+        };
+        self.state_machine
+            .apply_membership(&change, &mut self.writes);
+        let raft = &mut self.raw.raft;
+        if raft.state == StateRole::Leader
+            && !change.conf_state.voters.contains(&raft.id)
+            && !change.conf_state.voters_outgoing.contains(&raft.id)
+        {
+            // raft-rs 0.7 leaves a removed leader leading a configuration
+            // it is not part of (post_conf_change, "untested"). Step down in
+            // the same term; the remaining voters elect a leader.
+            tracing::warn!(node = %self.node, "this controller was removed from the cluster while leading; stepping down");
+            let term = raft.term;
+            raft.become_follower(term, raft::INVALID_ID);
+        }
+    }
+
+    /// Step 9: the applied entries' record changes and the applied index in
+    /// one transaction, then the answers and the reads now satisfied.
+    fn flush_applied(&mut self) -> Result<(), NodeError> {
+        if self.applied > self.storage.applied() || !self.writes.is_empty() {
+            let writes = std::mem::take(&mut self.writes);
+            self.storage
+                .apply_state(self.applied, &writes, Flush::WithNextSync)
+                .map_err(self.storage_error("persisting the applied state"))?;
+        }
+        for (reply, answer) in self.answers.drain(..) {
+            // The caller may have given up (timeout); nothing to tell then.
+            let _ = reply.send(answer);
+        }
+        let applied = self.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads.confirmed)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.reads.confirmed = waiting;
+        for (_, reply) in ready {
+            let _ = reply.send(applied);
+        }
+        Ok(())
+    }
+
+    fn reads_confirmed(&mut self, states: Vec<raft::ReadState>) {
+        for state in states {
+            let Ok(context) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+                continue;
+            };
+            if let Some(reply) = self.reads.asked.remove(&u64::from_le_bytes(context)) {
+                self.reads.confirmed.push((state.index, reply));
+            }
+        }
+    }
+
+    /// Step 10 (module docs).
+    fn maybe_compact(&mut self) -> Result<(), NodeError> {
+        let snapshot_index = self.storage.snapshot_metadata().index;
+        if self.applied < snapshot_index + self.snapshot_after_entries {
+            return Ok(());
+        }
+        let index = self.applied;
+        let compaction_error = |source| NodeError::Compaction {
+            node: self.node,
+            index,
+            source,
+        };
+        let meta = self
+            .storage
+            .snapshot_state(self.storage.conf_state())
+            .map_err(compaction_error)?;
+        let compact_index = (meta.index + 1).saturating_sub(self.keep_entries_after_snapshot);
+        self.storage
+            .compact(compact_index)
+            .map_err(compaction_error)?;
+        tracing::info!(node = %self.node, snapshot_index = meta.index, first_index = self.storage.truncated().index + 1, "took a snapshot and compacted the log");
+        Ok(())
+    }
+
+    /// A leader in a joint configuration proposes the empty change that
+    /// leaves it (NOTES.md: raft-rs does not, after a leader change).
+    fn leave_joint_configuration(&mut self) {
+        if self.raw.raft.state != StateRole::Leader
+            || !self.is_joint()
+            || self.raw.raft.has_pending_conf()
+        {
+            return;
+        }
+        tracing::info!(node = %self.node, "leaving a joint configuration");
+        if let Err(error) = self
+            .raw
+            .propose_conf_change(Vec::new(), ConfChangeV2::default())
+        {
+            tracing::warn!(node = %self.node, %error, "could not propose leaving the joint configuration; retrying");
+        }
     }
 
     /// Persists the membership a conf change at `index` produced (raft-rs
@@ -713,8 +1126,8 @@ impl Driver {
     fn persist_conf_state(
         &mut self,
         index: u64,
-        applied: raft::Result<raft::eraftpb::ConfState>,
-    ) -> Result<(), NodeError> {
+        applied: raft::Result<ConfState>,
+    ) -> Result<ConfState, NodeError> {
         let conf_state = applied.map_err(|source| NodeError::ConfChange {
             node: self.node,
             index,
@@ -722,7 +1135,8 @@ impl Driver {
         })?;
         self.storage
             .set_conf_state(&conf_state)
-            .map_err(self.storage_error("persisting the membership"))
+            .map_err(self.storage_error("persisting the membership"))?;
+        Ok(conf_state)
     }
 
     /// Answers the proposals at or below `index` with `answer`.
@@ -741,8 +1155,7 @@ impl Driver {
                 index: at,
                 term: pending.term,
             });
-            // The caller may have given up (timeout); nothing to tell then.
-            let _ = pending.reply.send(result);
+            self.answers.push((pending.reply, result));
         }
     }
 
@@ -751,9 +1164,9 @@ impl Driver {
         move |source| NodeError::Storage { node, step, source }
     }
 
-    fn publish_status(&self, running: bool) {
+    fn current_status(&self, running: bool) -> NodeStatus {
         let raft = &self.raw.raft;
-        let status = NodeStatus {
+        NodeStatus {
             id: self.node.get(),
             role: raft.state,
             term: raft.term,
@@ -761,7 +1174,11 @@ impl Driver {
             commit: raft.raft_log.committed,
             applied: self.applied,
             running,
-        };
+        }
+    }
+
+    fn publish_status(&self, running: bool) {
+        let status = self.current_status(running);
         self.status.send_if_modified(|current| {
             let changed = *current != status;
             if changed {

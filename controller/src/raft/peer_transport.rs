@@ -35,6 +35,10 @@
 //! `max_size_per_msg` per follower, `NodeConfig`) bounds how many of them
 //! carry entries.
 //!
+//! Membership changes add and remove peers at run time
+//! ([`GrpcTransport::set_peers`]): a new address starts a link, a removed
+//! peer's link is aborted, a changed address restarts it.
+//!
 //! Dropping the transport aborts the peer tasks and closes their streams.
 
 use std::collections::hash_map::RandomState;
@@ -143,7 +147,9 @@ struct LinkCounters {
     last_error: Mutex<Option<String>>,
 }
 
-/// A snapshot of one peer link's counters.
+/// A snapshot of one peer link's counters. Tests read them now; the
+/// metrics exporter (the metrics issue) will export them.
+#[cfg_attr(not(test), allow(dead_code))]
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct LinkStats {
     /// Messages handed to an open stream.
@@ -169,6 +175,7 @@ impl LinkCounters {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    #[cfg_attr(not(test), allow(dead_code))]
     fn stats(&self) -> LinkStats {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         LinkStats {
@@ -191,6 +198,7 @@ impl LinkCounters {
 /// The sending end of one peer's link.
 #[derive(Debug)]
 struct LinkHandle {
+    address: String,
     queue: mpsc::Sender<Message>,
     counters: Arc<LinkCounters>,
     task: JoinHandle<()>,
@@ -199,7 +207,10 @@ struct LinkHandle {
 /// Raft messages to the other controllers over gRPC and mTLS.
 #[derive(Debug)]
 pub(crate) struct GrpcTransport {
-    links: BTreeMap<u64, LinkHandle>,
+    local: NodeId,
+    tls: Arc<ClientTls>,
+    config: Arc<PeerTransportConfig>,
+    links: Mutex<BTreeMap<u64, LinkHandle>>,
     dropped_unknown_peer: AtomicU64,
 }
 
@@ -219,45 +230,75 @@ impl GrpcTransport {
             queue_capacity: config.queue_capacity.max(1),
             ..config
         });
-        let links = peers
-            .iter()
-            .filter(|&(&peer, _)| peer != local)
-            .map(|(&peer, address)| {
-                let (queue, inbox) = mpsc::channel(config.queue_capacity);
-                let counters = Arc::new(LinkCounters::default());
-                let link = Link {
-                    local,
-                    peer,
-                    address: address.clone(),
-                    tls: tls.clone(),
-                    config: config.clone(),
-                    counters: counters.clone(),
-                };
-                let task = tokio::spawn(link.run(inbox));
-                (
-                    peer.get(),
-                    LinkHandle {
-                        queue,
-                        counters,
-                        task,
-                    },
-                )
-            })
-            .collect();
-        GrpcTransport {
-            links,
+        let transport = GrpcTransport {
+            local,
+            tls,
+            config,
+            links: Mutex::new(BTreeMap::new()),
             dropped_unknown_peer: AtomicU64::new(0),
+        };
+        transport.set_peers(peers);
+        transport
+    }
+
+    fn links(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, LinkHandle>> {
+        // A panic while holding the lock leaves the map consistent.
+        self.links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes `peers` (the local node is skipped) the set of links: new
+    /// ones start, missing ones stop, a changed address restarts its link.
+    pub(crate) fn set_peers(&self, peers: &BTreeMap<NodeId, String>) {
+        let mut links = self.links();
+        links.retain(|&id, link| {
+            let keep = NodeId::new(id)
+                .and_then(|id| peers.get(&id))
+                .is_some_and(|address| *address == link.address);
+            if !keep {
+                tracing::info!(peer = id, address = %link.address, "Raft peer link closed (membership or address changed)");
+                link.task.abort();
+            }
+            keep
+        });
+        for (&peer, address) in peers {
+            if peer == self.local || links.contains_key(&peer.get()) {
+                continue;
+            }
+            let (queue, inbox) = mpsc::channel(self.config.queue_capacity);
+            let counters = Arc::new(LinkCounters::default());
+            let link = Link {
+                local: self.local,
+                peer,
+                address: address.clone(),
+                tls: self.tls.clone(),
+                config: self.config.clone(),
+                counters: counters.clone(),
+            };
+            let task = tokio::spawn(link.run(inbox));
+            links.insert(
+                peer.get(),
+                LinkHandle {
+                    address: address.clone(),
+                    queue,
+                    counters,
+                    task,
+                },
+            );
         }
     }
 
     /// The counters of the link to `peer`, if it is one.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn stats(&self, peer: NodeId) -> Option<LinkStats> {
-        self.links
+        self.links()
             .get(&peer.get())
             .map(|link| link.counters.stats())
     }
 
     /// Messages to nodes that are not in the cluster map.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn dropped_unknown_peer(&self) -> u64 {
         self.dropped_unknown_peer.load(Ordering::Relaxed)
     }
@@ -265,9 +306,10 @@ impl GrpcTransport {
 
 impl Transport for GrpcTransport {
     fn send(&self, messages: Vec<Message>) {
+        let links = self.links();
         for message in messages {
             let to = message.to;
-            let Some(link) = self.links.get(&to) else {
+            let Some(link) = links.get(&to) else {
                 self.dropped_unknown_peer.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(to, "Raft message to a node outside the cluster map dropped");
                 continue;
@@ -288,7 +330,7 @@ impl Transport for GrpcTransport {
 
 impl Drop for GrpcTransport {
     fn drop(&mut self) {
-        for link in self.links.values() {
+        for link in self.links().values() {
             link.task.abort();
         }
     }

@@ -9,10 +9,14 @@
 //! id and format version), the `HardState`, the `ConfState`, the truncated
 //! position (index and term of the entry just before the first one, so
 //! `term(first_index() - 1)` keeps working after compaction), the latest
-//! snapshot's metadata and data, and the applied index. Every value carries
-//! a CRC-32C ([`super::codec`]). The state machine may add its own tables to
-//! the same file later, so that applying and recording the applied index can
-//! be one transaction.
+//! snapshot's metadata and data, and the applied index. `state_machine`
+//! holds the applied state as records (key → value) that the state machine
+//! defines; they change in the same transaction as the applied index
+//! ([`RedbStorage::apply_state`]), so after a crash the file holds the state
+//! of exactly the index it says, and raft-rs (which skips entries at or
+//! below `Config.applied` on restart) never skips an effect. A snapshot's
+//! data is these records ([`codec::encode_records`]). Every value carries a
+//! CRC-32C ([`super::codec`]).
 //!
 //! # Invariants (checked at open, enforced by every write)
 //!
@@ -72,6 +76,37 @@ const NEW_FILE_NAME: &str = "raft.redb.new";
 
 pub(super) const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_entries");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+pub(super) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state_machine");
+
+/// The state machine's durable form: its records by key.
+pub(crate) type StateRecords = std::collections::BTreeMap<String, Vec<u8>>;
+
+/// Record changes a state machine makes while applying entries, written
+/// together with the new applied index.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct StateWrites {
+    /// `None` deletes the record.
+    changes: std::collections::BTreeMap<String, Option<Vec<u8>>>,
+}
+
+impl StateWrites {
+    pub(crate) fn put(&mut self, key: String, value: Vec<u8>) {
+        self.changes.insert(key, Some(value));
+    }
+
+    pub(crate) fn delete(&mut self, key: String) {
+        self.changes.insert(key, None);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn into_changes(self) -> std::collections::BTreeMap<String, Option<Vec<u8>>> {
+        self.changes
+    }
+}
 
 /// The records of `raft_meta`.
 pub(super) mod key {
@@ -101,6 +136,7 @@ pub(crate) enum Durability {
     /// No fsync (redb `Durability::None`): a crash loses the writes since
     /// the last durable one. Only for tests and benchmarks that measure
     /// everything but the disk; never in a running controller.
+    #[cfg_attr(not(test), allow(dead_code))]
     None,
 }
 
@@ -258,6 +294,12 @@ pub(crate) enum StoreError {
     InvalidSnapshotIndex { index: u64, what: String },
     #[error("refusing to record applied index {index}: {what}")]
     InvalidApplied { index: u64, what: String },
+    #[error("refusing the state machine record {key:?}: its key is longer than {max} bytes", max = codec::MAX_STATE_KEY_BYTES)]
+    StateKeyTooLong { key: String },
+    #[error(
+        "refusing the snapshot at index {index}: its data is not a state machine's records: {what}"
+    )]
+    SnapshotData { index: u64, what: String },
     #[error("entries [{low}, {high}) asked for, but the log holds [{first_index}, {last_index}]")]
     EntriesOutOfRange {
         low: u64,
@@ -683,10 +725,12 @@ impl RedbStorage {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn path(&self) -> &Path {
         &self.inner.path
     }
 
+    #[cfg(test)]
     pub(crate) fn node_id(&self) -> NodeId {
         self.inner.node_id
     }
@@ -796,6 +840,7 @@ impl RedbStorage {
         Ok(true)
     }
 
+    #[cfg(test)]
     /// Appends `entries`, replacing any conflicting suffix of the log, and
     /// persists `hard_state` if given, in one durable transaction: the
     /// Ready loop's "persist" step. Like `MemStorageCore::append`, with its
@@ -926,11 +971,13 @@ impl RedbStorage {
         Ok(())
     }
 
+    #[cfg(test)]
     /// Persists a new hard state on its own.
     pub(crate) fn set_hard_state(&self, hard_state: &HardState) -> Result<(), StoreError> {
         self.append(&[], Some(hard_state))
     }
 
+    #[cfg(test)]
     /// Persists a new commit index (a light ready's), keeping term and vote.
     pub(crate) fn set_commit(&self, commit: u64) -> Result<(), StoreError> {
         self.set_commit_with(commit, Flush::Now)
@@ -956,6 +1003,7 @@ impl RedbStorage {
         Ok(())
     }
 
+    #[cfg(test)]
     /// Records that the state machine has applied everything through
     /// `index`. Record it no later than the effects are durable in the
     /// state machine, and never ahead of them: on restart raft-rs does not
@@ -964,15 +1012,30 @@ impl RedbStorage {
         self.set_applied_with(index, Flush::Now)
     }
 
+    #[cfg(test)]
     /// [`RedbStorage::set_applied`] with a choice of flush. `WithNextSync`
     /// suits a state machine that is rebuilt by replaying from the recorded
     /// index: losing the record re-applies entries, it never skips one.
     pub(crate) fn set_applied_with(&self, index: u64, flush: Flush) -> Result<(), StoreError> {
+        self.apply_state(index, &StateWrites::default(), flush)
+    }
+
+    /// Writes the state machine's record changes for the entries through
+    /// `index` and records `index` as applied, in one transaction (see the
+    /// module docs). `WithNextSync` is enough: the entries are durable in
+    /// the log, and a crash that loses this write loses the applied index
+    /// with it, so the entries are applied again.
+    pub(crate) fn apply_state(
+        &self,
+        index: u64,
+        writes: &StateWrites,
+        flush: Flush,
+    ) -> Result<(), StoreError> {
         let mut state = self.write_state()?;
-        if index == state.applied {
+        if index == state.applied && writes.is_empty() {
             return Ok(());
         }
-        if index < state.applied {
+        if index <= state.applied {
             return Err(StoreError::InvalidApplied {
                 index,
                 what: format!("entries through {} are already applied", state.applied),
@@ -987,12 +1050,80 @@ impl RedbStorage {
                 ),
             });
         }
+        if let Some(key) = writes
+            .changes
+            .keys()
+            .find(|key| key.len() > codec::MAX_STATE_KEY_BYTES)
+        {
+            return Err(StoreError::StateKeyTooLong { key: key.clone() });
+        }
         let payload = codec::encode_u64s([index]);
-        self.transact(&mut state, "recording the applied index", flush, |txn| {
-            put_meta(txn, &self.inner.path, key::APPLIED, &payload)
+        let path = &self.inner.path;
+        self.transact(&mut state, "applying entries", flush, |txn| {
+            if !writes.is_empty() {
+                let mut table = txn
+                    .open_table(STATE)
+                    .map_err(redb_error(path, "opening the state machine table"))?;
+                for (key, value) in &writes.changes {
+                    match value {
+                        Some(value) => table
+                            .insert(key.as_str(), codec::seal(key.as_bytes(), value).as_slice())
+                            .map(drop),
+                        None => table.remove(key.as_str()).map(drop),
+                    }
+                    .map_err(redb_error(path, "writing a state machine record"))?;
+                }
+            }
+            put_meta(txn, path, key::APPLIED, &payload)
         })?;
         state.applied = index;
         Ok(())
+    }
+
+    /// The state machine's records as of the applied index.
+    pub(crate) fn state_records(&self) -> Result<StateRecords, StoreError> {
+        let path = &self.inner.path;
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(redb_error(path, "reading the state machine"))?;
+        read_state_records(&txn, path)
+    }
+
+    /// The applied index and a SHA-256 over the applied state (the index,
+    /// then every record in key order), read in one transaction: equal on
+    /// every replica at the same applied index.
+    pub(crate) fn state_digest(&self) -> Result<(u64, [u8; 32]), StoreError> {
+        let path = &self.inner.path;
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(redb_error(path, "reading the state machine"))?;
+        let meta = txn
+            .open_table(META)
+            .map_err(redb_error(path, "opening the metadata table"))?;
+        let value = meta
+            .get(key::APPLIED)
+            .map_err(redb_error(path, "reading the applied index"))?
+            .ok_or_else(|| StoreError::Corrupt {
+                path: path.clone(),
+                what: "the applied record is missing".into(),
+            })?;
+        let [applied] = codec::unseal(key::APPLIED.as_bytes(), value.value())
+            .and_then(codec::decode_u64s::<1>)
+            .map_err(|what| StoreError::Corrupt {
+                path: path.clone(),
+                what: format!("the applied record is damaged: {what}"),
+            })?;
+        let records = read_state_records(&txn, path)?;
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(&applied.to_le_bytes());
+        context.update(&codec::encode_records(&records));
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(context.finish().as_ref());
+        Ok((applied, digest))
     }
 
     /// Makes every earlier [`Flush::WithNextSync`] write durable (on a
@@ -1012,7 +1143,28 @@ impl RedbStorage {
     /// the log becomes empty after the snapshot's index, commit and applied
     /// move to it, the term to at least its term, and the membership to its.
     /// A snapshot older than what the log already holds is refused.
+    /// Tests only: a snapshot whose data is not a state machine's.
+    #[cfg(test)]
     pub(crate) fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.install_snapshot_with(snapshot, &StateRecords::new())
+    }
+
+    /// [`RedbStorage::apply_snapshot`] for a snapshot whose data is the
+    /// state machine's records: they replace the state in the same
+    /// transaction. Returns the records for the state machine to load.
+    pub(crate) fn install_snapshot(&self, snapshot: &Snapshot) -> Result<StateRecords, StoreError> {
+        let index = snapshot.get_metadata().index;
+        let records = codec::decode_records(snapshot.get_data())
+            .map_err(|what| StoreError::SnapshotData { index, what })?;
+        self.install_snapshot_with(snapshot, &records)?;
+        Ok(records)
+    }
+
+    fn install_snapshot_with(
+        &self,
+        snapshot: &Snapshot,
+        records: &StateRecords,
+    ) -> Result<(), StoreError> {
         let mut state = self.write_state()?;
         let meta = snapshot.get_metadata();
         let index = meta.index;
@@ -1062,6 +1214,18 @@ impl RedbStorage {
                 key::SNAPSHOT_DATA,
                 &snapshot_data_payload(index, snapshot.get_data()),
             )?;
+            let mut table = txn
+                .open_table(STATE)
+                .map_err(redb_error(path, "opening the state machine table"))?;
+            table
+                .retain(|_, _| false)
+                .map_err(redb_error(path, "clearing the state machine"))?;
+            for (key, value) in records {
+                table
+                    .insert(key.as_str(), codec::seal(key.as_bytes(), value).as_slice())
+                    .map_err(redb_error(path, "writing a state machine record"))?;
+            }
+            drop(table);
             put_meta(txn, path, key::APPLIED, &codec::encode_u64s([index]))
         })?;
 
@@ -1125,6 +1289,18 @@ impl RedbStorage {
         })?;
         state.snapshot = meta.clone();
         Ok(meta)
+    }
+
+    /// Stores a snapshot of the state machine's records at the applied
+    /// index (the records are read under the same lock as the index, so
+    /// they are the state of exactly that index).
+    pub(crate) fn snapshot_state(
+        &self,
+        conf_state: ConfState,
+    ) -> Result<SnapshotMetadata, StoreError> {
+        let index = self.applied();
+        let data = codec::encode_records(&self.state_records()?);
+        self.create_snapshot(index, conf_state, &data)
     }
 
     /// Discards the entries before `compact_index`, as
@@ -1293,6 +1469,34 @@ fn put_meta(
         .insert(key, codec::seal(key.as_bytes(), payload).as_slice())
         .map_err(redb_error(path, "writing a metadata record"))?;
     Ok(())
+}
+
+/// Every state machine record, checked.
+fn read_state_records(
+    txn: &redb::ReadTransaction,
+    path: &Path,
+) -> Result<StateRecords, StoreError> {
+    let table = match txn.open_table(STATE) {
+        Ok(table) => table,
+        // Created with the first applied record.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(StateRecords::new()),
+        Err(error) => return Err(redb_error(path, "opening the state machine table")(error)),
+    };
+    let mut records = StateRecords::new();
+    for item in table
+        .range::<&str>(..)
+        .map_err(redb_error(path, "reading the state machine"))?
+    {
+        let (key, value) = item.map_err(redb_error(path, "reading a state machine record"))?;
+        let key = key.value().to_owned();
+        let payload =
+            codec::unseal(key.as_bytes(), value.value()).map_err(|what| StoreError::Corrupt {
+                path: path.to_owned(),
+                what: format!("the state machine record {key:?} is damaged: {what}"),
+            })?;
+        records.insert(key, payload.to_vec());
+    }
+    Ok(records)
 }
 
 /// An entry stored under `index`, checked.

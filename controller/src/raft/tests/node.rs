@@ -17,8 +17,11 @@ use raft::eraftpb::ConfState;
 use tokio::time::Instant;
 
 use super::transport_simulate::{DropRate, FilteredTransport, Filters, Isolate, LocalNetwork};
-use crate::raft::node::{ApplyEvent, NodeConfig, NodeHandle, NodeStatus, ProposeError, RaftNode};
-use crate::raft::storage::{RedbStorage, StorageOptions};
+use crate::raft::node::{
+    Committed, MembershipChange, NodeConfig, NodeHandle, NodeStatus, ProposeError, RaftNode,
+    StateMachine,
+};
+use crate::raft::storage::{RedbStorage, StateRecords, StateWrites, StorageOptions};
 
 /// Polls `check` every 10 ms until it returns `Some`, for at most `within`.
 pub(super) async fn wait_for<T>(
@@ -39,7 +42,45 @@ pub(super) async fn wait_for<T>(
     }
 }
 
+/// What a test state machine saw, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ApplyEvent {
+    Entry { index: u64, data: Vec<u8> },
+    Snapshot { index: u64, records: StateRecords },
+}
+
 pub(super) type AppliedLog = Arc<Mutex<Vec<ApplyEvent>>>;
+
+/// Records what it applies, and stores every entry as a record under its
+/// index, so snapshots carry the entries applied before them.
+pub(super) struct RecordingMachine(pub(super) AppliedLog);
+
+pub(super) fn entry_record_key(index: u64) -> String {
+    format!("entry/{index:020}")
+}
+
+impl StateMachine for RecordingMachine {
+    fn apply(&mut self, entry: Committed<'_>, writes: &mut StateWrites) -> Result<(), String> {
+        writes.put(entry_record_key(entry.index), entry.data.to_vec());
+        self.0.lock().expect("applied log").push(ApplyEvent::Entry {
+            index: entry.index,
+            data: entry.data.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn apply_membership(&mut self, _: &MembershipChange, _: &mut StateWrites) {}
+
+    fn restore(&mut self, applied: u64, records: StateRecords) {
+        self.0
+            .lock()
+            .expect("applied log")
+            .push(ApplyEvent::Snapshot {
+                index: applied,
+                records,
+            });
+    }
+}
 
 struct Cluster {
     _root: tempfile::TempDir,
@@ -175,9 +216,8 @@ impl Cluster {
             inner: self.network.clone(),
             filters: self.filters.clone(),
         });
-        let log = self.applied[&id].clone();
-        let apply = Box::new(move |event| log.lock().expect("applied log").push(event));
-        let node = RaftNode::start(NodeConfig::new(node_id(id)), storage, transport, apply)
+        let machine = Box::new(RecordingMachine(self.applied[&id].clone()));
+        let node = RaftNode::start(NodeConfig::new(node_id(id)), storage, transport, machine)
             .expect("starting a node");
         self.network.register(node.handle());
         self.nodes.insert(id, node);
@@ -348,14 +388,14 @@ async fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
     cluster.must_commit(leader, b"two").await;
     let three = cluster.must_commit(leader, b"three").await;
 
-    // What the state machine will do: snapshot at its applied index and
-    // compact the log behind it.
+    // What step 10 of the Ready loop does: snapshot the state at the
+    // applied index and compact the log behind it.
     {
         let storage = cluster.nodes[&leader].storage();
         let applied = storage.applied();
         assert!(applied >= three, "the leader applied {applied} < {three}");
         storage
-            .create_snapshot(applied, storage.conf_state(), b"state through three")
+            .snapshot_state(storage.conf_state())
             .expect("snapshot");
         storage.compact(applied + 1).expect("compact the whole log");
         assert_eq!(raft::Storage::first_index(&storage), Ok(applied + 1));
@@ -371,7 +411,7 @@ async fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
                 .expect("applied log")
                 .iter()
                 .find_map(|event| match event {
-                    ApplyEvent::Snapshot { index, data, .. } => Some((*index, data.clone())),
+                    ApplyEvent::Snapshot { index, records } => Some((*index, records.clone())),
                     ApplyEvent::Entry { .. } => None,
                 })
         },
@@ -386,11 +426,19 @@ async fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
         "{snapshot:?}"
     );
     assert_eq!(storage.applied(), four);
+    // It carries the leader's state: the entries applied before it.
+    let records = storage.state_records().expect("the follower's state");
     assert_eq!(
-        raft::Storage::snapshot(&storage, 0, 0)
-            .expect("the installed snapshot")
-            .get_data(),
-        b"state through three"
+        records.get(&entry_record_key(three)).map(Vec::as_slice),
+        Some(b"three".as_slice())
+    );
+    assert_eq!(
+        storage.state_digest().expect("digest"),
+        cluster.nodes[&leader]
+            .storage()
+            .state_digest()
+            .expect("digest"),
+        "the follower's state equals the leader's at the same applied index"
     );
     drop(storage);
     cluster.stop_all().await;

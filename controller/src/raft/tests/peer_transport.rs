@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::node::{AppliedLog, TestCluster, node_id, wait_for};
+use super::node::{AppliedLog, RecordingMachine, TestCluster, node_id, wait_for};
 use crate::MAX_PEER_MESSAGE_BYTES;
 use crate::counters::{Counters, Rejection};
 use crate::peer::{PeerService, RaftInbox};
@@ -209,13 +209,12 @@ impl Cluster {
             self.pki.client(PeerKind::Controller, &id.to_string()),
             transport_config(),
         ));
-        let log = self.applied[&id].clone();
-        let apply = Box::new(move |event| log.lock().expect("applied log").push(event));
+        let machine = Box::new(RecordingMachine(self.applied[&id].clone()));
         let node = RaftNode::start(
             NodeConfig::new(node_id(id)),
             storage,
             transport.clone(),
-            apply,
+            machine,
         )
         .expect("starting a node");
         let server = serve(
