@@ -100,11 +100,23 @@ enum Command {
     Drill(DrillCommand),
     /// Run a benchmark and print its figures as JSON (see docs/benchmarks.md).
     Bench {
-        /// Which benchmark: agent.
+        /// Which benchmark: agent, raft.
         name: String,
-        /// How long to measure.
-        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(10..=3600))]
-        seconds: u64,
+        /// How long to measure (agent: default 120; raft: the throughput phase, default 20).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(10..=3600))]
+        seconds: Option<u64>,
+        /// raft: how many times to SIGKILL the leader and time the election.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100))]
+        trials: u64,
+        /// raft: sequential proposals for the commit latency.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=100_000))]
+        proposals: u64,
+        /// raft: also measure a 3-member etcd when `etcd` is on PATH (auto), or not (off).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+        etcd: String,
+        /// raft: the binary to run as `controller` (default: this one).
+        #[arg(long)]
+        controller_binary: Option<PathBuf>,
     },
 }
 
@@ -262,7 +274,23 @@ fn main() -> ExitCode {
         Command::Audit(_) => not_available("audit", "the failover engine"),
         Command::Cluster(command) => block_on(cluster::run(command)),
         Command::Drill(_) => not_available("drill", "the chaos drills"),
-        Command::Bench { name, seconds } => block_on(bench(name, seconds)),
+        Command::Bench {
+            name,
+            seconds,
+            trials,
+            proposals,
+            etcd,
+            controller_binary,
+        } => block_on(bench(
+            name,
+            leitstand_chaos::bench::Options {
+                seconds,
+                trials,
+                proposals,
+                etcd: etcd == "auto",
+                controller_binary,
+            },
+        )),
     }
 }
 
@@ -328,13 +356,13 @@ async fn run_controller(path: PathBuf) -> ExitCode {
     }
 }
 
-async fn bench(name: String, seconds: u64) -> ExitCode {
+async fn bench(name: String, options: leitstand_chaos::bench::Options) -> ExitCode {
     if !leitstand_chaos::bench::NAMES.contains(&name.as_str()) {
         let known = leitstand_chaos::bench::NAMES.join(", ");
         tracing::error!("leitstand bench {name}: unknown benchmark; known: {known}");
         return ExitCode::from(2);
     }
-    match leitstand_chaos::bench::run(&name, seconds).await {
+    match leitstand_chaos::bench::run(&name, &options).await {
         Ok(report) => {
             #[allow(clippy::print_stdout)]
             {

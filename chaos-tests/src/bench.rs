@@ -4,6 +4,9 @@
 //! 10 checks at 1 s (5 tcp, 3 http, 2 exec) reporting to a local controller,
 //! next to Debian's `prometheus-node-exporter` scraped once a second; both
 //! sampled from /proc once a second. Prints one JSON object.
+//!
+//! `leitstand bench raft`: three controller processes next to a three-member
+//! etcd (`raft.rs`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,16 +18,38 @@ use anyhow::{Context, bail};
 use leitstand_proto::identity::PeerKind;
 use leitstand_proto::pki::{self, IssueRequest, Validity};
 
+mod etcd;
+mod raft;
+
 /// Budgets of DESIGN.md §10 for the agent.
 const RSS_BUDGET_KIB: u64 = 10 * 1024;
 
 /// The benchmarks `leitstand bench` knows.
-pub const NAMES: &[&str] = &["agent"];
+pub const NAMES: &[&str] = &["agent", "raft"];
+
+/// Measurement time of the agent benchmark unless `--seconds` says otherwise.
+const AGENT_DEFAULT_SECONDS: u64 = 120;
+
+/// What `leitstand bench` was asked for; each benchmark reads its part.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// agent: how long to sample; raft: the throughput phase.
+    pub seconds: Option<u64>,
+    /// raft: leader kills to time.
+    pub trials: u64,
+    /// raft: sequential proposals for the commit latency.
+    pub proposals: u64,
+    /// raft: measure etcd too when it is on PATH.
+    pub etcd: bool,
+    /// raft: the binary run as `controller` (default: the running one).
+    pub controller_binary: Option<PathBuf>,
+}
 
 /// Runs benchmark `name` and returns its JSON report.
-pub async fn run(name: &str, seconds: u64) -> anyhow::Result<serde_json::Value> {
+pub async fn run(name: &str, options: &Options) -> anyhow::Result<serde_json::Value> {
     match name {
-        "agent" => agent(seconds).await,
+        "agent" => agent(options.seconds.unwrap_or(AGENT_DEFAULT_SECONDS)).await,
+        "raft" => raft::run(options).await,
         other => bail!("unknown benchmark {other:?}; known: {}", NAMES.join(", ")),
     }
 }
