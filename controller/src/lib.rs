@@ -117,7 +117,7 @@ impl Controller {
                 );
             }
         } else if storage
-            .initialize_with_conf_state(raft_proto_conf_state(&config))
+            .bootstrap(raft_proto_conf_state(&config))
             .map_err(|e| Error::Storage(Box::new(e)))?
         {
             tracing::info!(peers = ?config.peers, "bootstrapped a new Raft log");

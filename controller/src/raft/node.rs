@@ -1080,6 +1080,18 @@ impl Driver {
 
     /// Step 10 (module docs).
     fn maybe_compact(&mut self) -> Result<(), NodeError> {
+        if self.storage.take_snapshot_request() {
+            // A new member needs a snapshot that includes it.
+            let index = self.applied;
+            self.storage
+                .snapshot_state(self.storage.conf_state())
+                .map_err(|source| NodeError::Compaction {
+                    node: self.node,
+                    index,
+                    source,
+                })?;
+            tracing::info!(node = %self.node, index, "took a snapshot for a new member");
+        }
         let snapshot_index = self.storage.snapshot_metadata().index;
         if self.applied < snapshot_index + self.snapshot_after_entries {
             return Ok(());

@@ -607,6 +607,9 @@ struct Inner {
     durability: Durability,
     db: redb::Database,
     state: RwLock<State>,
+    /// Set when a follower needed a snapshot and the stored one would not
+    /// do (see `raft::Storage::snapshot`); the driver takes a fresh one.
+    snapshot_wanted: std::sync::atomic::AtomicBool,
 }
 
 /// The durable Raft log of one node. Clones share the same file and state:
@@ -721,6 +724,7 @@ impl RedbStorage {
                 durability: options.durability,
                 db,
                 state: RwLock::new(state),
+                snapshot_wanted: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -812,11 +816,49 @@ impl RedbStorage {
         })
     }
 
+    /// Starts the log of a new cluster member, if it is pristine: a
+    /// snapshot at index 1 (term 1) holding `conf_state` and an empty
+    /// state, as raft-rs's examples bootstrap. Every bootstrapping member
+    /// writes the same, so their logs agree from index 2 on. The membership
+    /// is thus never an entry of the log: a node added later, starting
+    /// empty, first receives a snapshot and learns from it the membership
+    /// it joins (replaying the conf changes alone would start from none).
+    /// Returns whether it wrote.
+    pub(crate) fn bootstrap(&self, conf_state: ConfState) -> Result<bool, StoreError> {
+        {
+            let state = self.write_state()?;
+            let pristine = state.last_index == 0
+                && state.snapshot.index == 0
+                && state.hard_state == HardState::default()
+                && state.conf_state == ConfState::default();
+            if !pristine {
+                return Ok(false);
+            }
+        }
+        let mut snapshot = Snapshot::default();
+        let meta = snapshot.mut_metadata();
+        meta.index = 1;
+        meta.term = 1;
+        meta.set_conf_state(conf_state);
+        snapshot.data = codec::encode_records(&StateRecords::new()).into();
+        self.install_snapshot_with(&snapshot, &StateRecords::new())?;
+        Ok(true)
+    }
+
+    /// Whether a follower asked for a snapshot the stored one cannot serve
+    /// (clears the request).
+    pub(crate) fn take_snapshot_request(&self) -> bool {
+        self.inner
+            .snapshot_wanted
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Writes the initial membership of a new cluster, if this log is
     /// pristine (no entries, snapshot, hard state or membership); every
     /// node of the cluster must be given the same. Returns whether it
     /// wrote: once anything is stored, the stored membership wins (it may
     /// have changed through conf changes since).
+    #[cfg(test)]
     pub(crate) fn initialize_with_conf_state(
         &self,
         conf_state: ConfState,
@@ -1790,6 +1832,30 @@ impl raft::Storage for RedbStorage {
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let state = self.read();
         let meta = state.snapshot.clone();
+        let members = meta.get_conf_state();
+        let includes_follower = [
+            &members.voters,
+            &members.learners,
+            &members.voters_outgoing,
+            &members.learners_next,
+        ]
+        .iter()
+        .any(|ids| ids.contains(&to));
+        if meta.index > 0 && !includes_follower {
+            // A follower refuses a snapshot whose membership lacks it (it
+            // was added since): ask the driver for a fresh one.
+            tracing::debug!(
+                to,
+                snapshot_index = meta.index,
+                "the stored snapshot predates the follower's membership; taking a new one"
+            );
+            self.inner
+                .snapshot_wanted
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
         if meta.index == 0 || meta.index < request_index {
             tracing::debug!(
                 to,

@@ -1,6 +1,7 @@
 //! Integration tests of leitstand-controller: real sockets on loopback and
 //! real certificates made by the pki code in temporary directories.
 
+mod cluster;
 mod handshake;
 mod reload;
 mod session;

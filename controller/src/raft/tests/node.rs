@@ -16,7 +16,9 @@ use raft::StateRole;
 use raft::eraftpb::ConfState;
 use tokio::time::Instant;
 
-use super::transport_simulate::{DropRate, FilteredTransport, Filters, Isolate, LocalNetwork};
+use super::transport_simulate::{
+    DropRate, FilteredTransport, Filters, Isolate, LocalNetwork, Partition,
+};
 use crate::raft::node::{
     Committed, MembershipChange, NodeConfig, NodeHandle, NodeStatus, ProposeError, RaftNode,
     StateMachine,
@@ -196,11 +198,7 @@ impl Cluster {
                 voters: (1..=n).collect(),
                 ..Default::default()
             };
-            assert!(
-                storage
-                    .initialize_with_conf_state(voters)
-                    .expect("bootstrap")
-            );
+            assert!(storage.bootstrap(voters).expect("bootstrap"));
             cluster.start_node(id, storage);
         }
         cluster
@@ -597,4 +595,105 @@ async fn leader_loss_median_meets_the_election_budget() {
         "median {median:?} over the 1 s budget: {took:?}"
     );
     cluster.stop_all().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_minority_commits_nothing_while_the_majority_goes_on_and_all_converge_after_healing() {
+    let cluster = Cluster::start(5);
+    let old_leader = cluster.must_elect(Duration::from_secs(5)).await;
+    cluster.must_commit(old_leader, b"before").await;
+
+    // The old leader and one follower on the small side.
+    let companion = (1..=5).find(|&id| id != old_leader).expect("a follower");
+    let minority: BTreeSet<u64> = [old_leader, companion].into();
+    let majority: BTreeSet<u64> = (1..=5).filter(|id| !minority.contains(id)).collect();
+    cluster.filters.add(Partition {
+        left: minority.clone(),
+        right: majority.clone(),
+    });
+    let commit_before: BTreeMap<u64, u64> = minority
+        .iter()
+        .map(|&id| (id, cluster.handle(id).status().commit))
+        .collect();
+    let lost = {
+        let handle = cluster.handle(old_leader);
+        tokio::spawn(async move { handle.propose(b"minority".to_vec()).await })
+    };
+
+    let new_leader = wait_for(
+        "a leader among the majority",
+        Duration::from_secs(5),
+        || {
+            majority
+                .iter()
+                .copied()
+                .find(|&id| cluster.handle(id).status().role == StateRole::Leader)
+        },
+    )
+    .await;
+    let mut kept = Vec::new();
+    for n in 0..10 {
+        let data = format!("majority {n}").into_bytes();
+        let index = cluster
+            .handle(new_leader)
+            .propose(data.clone())
+            .await
+            .expect("the majority commits");
+        kept.push((index, data));
+    }
+    for &id in &minority {
+        assert_eq!(
+            cluster.handle(id).status().commit,
+            commit_before[&id],
+            "node {id} on the minority side committed nothing"
+        );
+    }
+
+    cluster.filters.clear();
+    assert_eq!(
+        lost.await.expect("the proposing task"),
+        Err(ProposeError::Dropped),
+        "the minority leader's proposal is lost, not applied"
+    );
+    let (last_index, _) = kept.last().cloned().expect("ten entries");
+    wait_for(
+        "every node to apply the majority's entries",
+        Duration::from_secs(10),
+        || {
+            (1..=5)
+                .all(|id| cluster.handle(id).status().applied >= last_index)
+                .then_some(())
+        },
+    )
+    .await;
+    let digests: BTreeSet<_> = (1..=5)
+        .map(|id| {
+            let storage = cluster.nodes[&id].storage();
+            state_digest_after(&storage, last_index)
+        })
+        .collect();
+    assert_eq!(
+        digests.len(),
+        1,
+        "all five converge on one state: {digests:?}"
+    );
+    for id in 1..=5 {
+        let applied = cluster.applied_data(id);
+        assert!(
+            kept.iter().all(|entry| applied.contains(entry)),
+            "node {id}"
+        );
+        assert!(
+            !applied.iter().any(|(_, data)| data == b"minority"),
+            "node {id}"
+        );
+    }
+    cluster.stop_all().await;
+}
+
+/// The state digest of `storage`, which has applied `index` or more.
+fn state_digest_after(storage: &RedbStorage, index: u64) -> [u8; 32] {
+    let (applied, digest) = storage.state_digest().expect("state digest");
+    assert!(applied >= index, "applied {applied} < {index}");
+    digest
 }

@@ -168,11 +168,7 @@ impl Cluster {
                 voters: vec![1, 2, 3],
                 ..Default::default()
             };
-            assert!(
-                storage
-                    .initialize_with_conf_state(voters)
-                    .expect("bootstrap")
-            );
+            assert!(storage.bootstrap(voters).expect("bootstrap"));
         }
         let mut cluster = Cluster {
             root,
