@@ -100,7 +100,7 @@ use std::time::Duration;
 use leitstand_proto::domain::NodeId;
 use protobuf::Message as _;
 use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message,
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType,
 };
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -115,6 +115,8 @@ use super::transport::Transport;
 const INBOX_CAPACITY: usize = 4096;
 /// Proposals waiting for the node task.
 const COMMAND_CAPACITY: usize = 1024;
+/// How often a node that lost its log says so.
+const LOST_LOG_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Timing and flow control of a node.
 ///
@@ -568,6 +570,7 @@ impl RaftNode {
             last_heard: BTreeMap::new(),
             snapshot_after_entries: config.snapshot_after_entries.max(1),
             keep_entries_after_snapshot: config.keep_entries_after_snapshot,
+            lost_log_reported: None,
             snapshots_sent: Vec::new(),
             status: status_tx,
         };
@@ -667,6 +670,8 @@ struct Driver {
     last_heard: BTreeMap<u64, Instant>,
     snapshot_after_entries: u64,
     keep_entries_after_snapshot: u64,
+    /// When a lost log was last reported (see `refuse_lost_log`).
+    lost_log_reported: Option<Instant>,
     /// Followers sent a snapshot during this Ready, reported after it.
     snapshots_sent: Vec<u64>,
     status: watch::Sender<NodeStatus>,
@@ -734,6 +739,11 @@ impl Driver {
     fn step(&mut self, message: Message) {
         let (from, kind) = (message.from, message.get_msg_type());
         self.last_heard.insert(from, Instant::now());
+        if kind == MessageType::MsgHeartbeat && message.commit > self.raw.raft.raft_log.last_index()
+        {
+            self.refuse_lost_log(from, message.commit);
+            return;
+        }
         if let Err(error) = self.raw.step(message) {
             // A message from a node outside the membership, or a local
             // message type from the network: not ours to act on.
@@ -780,6 +790,34 @@ impl Driver {
                 let _ = reply.send(self.replication_status());
             }
         }
+    }
+
+    /// A leader only tells a follower of commits it acknowledged holding;
+    /// one beyond this log means this node acknowledged entries and then
+    /// lost them (a wiped or restored data directory). raft-rs would panic;
+    /// carrying on under the same identity could let the cluster lose a
+    /// committed entry (this node's old acknowledgement counted towards its
+    /// quorum). Refuse, and tell the operator what to do.
+    fn refuse_lost_log(&mut self, leader: u64, commit: u64) {
+        let now = Instant::now();
+        if self
+            .lost_log_reported
+            .is_some_and(|at| now - at < LOST_LOG_REPORT_INTERVAL)
+        {
+            return;
+        }
+        self.lost_log_reported = Some(now);
+        tracing::error!(
+            node = %self.node,
+            leader,
+            leader_commit = commit,
+            last_index = self.raw.raft.raft_log.last_index(),
+            "this node's Raft log is missing entries it acknowledged before (its data directory was wiped or restored from an old copy); \
+             it takes no part in the cluster under this identity. Remove it (`leitstand cluster remove {}`), then add it again \
+             (`leitstand cluster add {} --address ...`) with [cluster] join = true",
+            self.node,
+            self.node
+        );
     }
 
     fn require_leader(&self) -> Result<(), ProposeError> {
