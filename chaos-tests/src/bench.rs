@@ -6,7 +6,7 @@
 //! sampled from /proc once a second. Prints one JSON object.
 //!
 //! `leitstand bench raft`: three controller processes next to a three-member
-//! etcd (`raft.rs`).
+//! etcd (`raft.rs`; the processes and their clients in `cluster.rs`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,6 +18,7 @@ use anyhow::{Context, bail};
 use leitstand_proto::identity::PeerKind;
 use leitstand_proto::pki::{self, IssueRequest, Validity};
 
+mod cluster;
 mod etcd;
 mod raft;
 

@@ -93,3 +93,44 @@ where
     .await
     .map(tonic::Response::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    #[test]
+    fn messages_use_etcds_field_numbers() {
+        let put = PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        assert_eq!(put.encode_to_vec(), [0x0a, 1, b'k', 0x12, 1, b'v']);
+        let range = RangeRequest {
+            key: b"k".to_vec(),
+            serializable: false,
+            count_only: true,
+        };
+        assert_eq!(range.encode_to_vec(), [0x0a, 1, b'k', 0x48, 1]);
+        // header { member_id: 7, raft_term: 3 }, version "3.4", dbSize 9 (skipped),
+        // leader 7, raftIndex 11, raftTerm 3.
+        let status = StatusResponse::decode(
+            &[
+                0x0a, 4, 0x10, 7, 0x20, 3, 0x12, 3, b'3', b'.', b'4', 0x18, 9, 0x20, 7, 0x28, 11,
+                0x30, 3,
+            ][..],
+        )
+        .expect("a StatusResponse");
+        assert_eq!(
+            (
+                status.header.map(|h| (h.member_id, h.raft_term)),
+                status.version.as_str(),
+                status.leader,
+                status.raft_index,
+                status.raft_term
+            ),
+            (Some((7, 3)), "3.4", 7, 11, 3)
+        );
+    }
+}
