@@ -505,9 +505,58 @@ async fn an_isolated_leader_loses_its_proposal_to_the_new_leader() {
     cluster.stop_all().await;
 }
 
+/// Which nodes said they led in which term, watched as it happened (a
+/// watch may skip a state that lasted no time, never invent one).
+struct LeaderLog {
+    seen: Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>>,
+    watchers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl LeaderLog {
+    fn watch(handles: impl IntoIterator<Item = NodeHandle>) -> LeaderLog {
+        let seen = Arc::new(Mutex::new(BTreeMap::<u64, BTreeSet<u64>>::new()));
+        let watchers = handles
+            .into_iter()
+            .map(|handle| {
+                let seen = seen.clone();
+                let mut status = handle.watch_status();
+                tokio::spawn(async move {
+                    loop {
+                        let now = status.borrow_and_update().clone();
+                        if now.role == StateRole::Leader {
+                            seen.lock()
+                                .expect("leader log")
+                                .entry(now.term)
+                                .or_default()
+                                .insert(now.id);
+                        }
+                        if status.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        LeaderLog { seen, watchers }
+    }
+
+    /// Election safety: at most one leader per term; the terms seen.
+    fn assert_one_leader_per_term(self) -> usize {
+        for watcher in self.watchers {
+            watcher.abort();
+        }
+        let seen = self.seen.lock().expect("leader log");
+        for (term, leaders) in seen.iter() {
+            assert_eq!(leaders.len(), 1, "term {term} had leaders {leaders:?}");
+        }
+        seen.len()
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn commits_despite_losing_a_fifth_of_all_messages() {
     let cluster = Cluster::start(3);
+    let leaders = LeaderLog::watch((1..=3).map(|id| cluster.handle(id)));
     cluster.filters.add(DropRate::new(20, 0x5EED));
     let mut acknowledged = Vec::new();
     for i in 0..10u8 {
@@ -540,6 +589,8 @@ async fn commits_despite_losing_a_fifth_of_all_messages() {
     for id in 1..=3 {
         assert_eq!(cluster.applied_data(id), reference, "node {id}");
     }
+    let terms = leaders.assert_one_leader_per_term();
+    assert!(terms >= 1, "leaders were observed");
     cluster.stop_all().await;
 }
 
