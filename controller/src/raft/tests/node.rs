@@ -651,6 +651,7 @@ async fn leader_loss_median_meets_the_election_budget() {
 #[tokio::test(start_paused = true)]
 async fn a_minority_commits_nothing_while_the_majority_goes_on_and_all_converge_after_healing() {
     let cluster = Cluster::start(5);
+    let leaders = LeaderLog::watch((1..=5).map(|id| cluster.handle(id)));
     let old_leader = cluster.must_elect(Duration::from_secs(5)).await;
     cluster.must_commit(old_leader, b"before").await;
 
@@ -739,6 +740,10 @@ async fn a_minority_commits_nothing_while_the_majority_goes_on_and_all_converge_
             "node {id}"
         );
     }
+    assert!(
+        leaders.assert_one_leader_per_term() >= 2,
+        "the old leader's term and the majority's new one"
+    );
     cluster.stop_all().await;
 }
 
