@@ -8,7 +8,16 @@ fn example_configurations_are_valid() {
     let controller = leitstand_controller::ControllerConfig::load(&root.join("controller.toml"))
         .unwrap_or_else(|e| panic!("deploy/examples/controller.toml: {e}"));
     assert_eq!(controller.node_id.get(), 1);
+    assert_eq!(controller.peers.len(), 3, "a three-node cluster");
+    assert_eq!(
+        controller.raft,
+        leitstand_controller::RaftSettings::default(),
+        "the commented keys are the defaults"
+    );
     assert_eq!(controller.rbac.admin, vec!["leitstelle-admin"]);
+    let operator = leitstand_tui::OperatorConfig::load(&root.join("operator.toml"))
+        .unwrap_or_else(|e| panic!("deploy/examples/operator.toml: {e}"));
+    assert_eq!(operator.controllers.len(), 3);
     let agent = leitstand_agent::AgentConfig::load(&root.join("agent.toml"))
         .unwrap_or_else(|e| panic!("deploy/examples/agent.toml: {e}"));
     assert_eq!(agent.id.as_str(), "ww-hengsteysee-1");
