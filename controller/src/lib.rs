@@ -12,6 +12,7 @@ mod counters;
 mod gateway;
 mod operator;
 mod peer;
+pub mod runbook;
 mod raft;
 mod registry;
 mod state;
