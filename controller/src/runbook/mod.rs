@@ -15,6 +15,8 @@
 
 mod parse;
 mod render;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
