@@ -5,6 +5,7 @@
 mod cluster;
 mod dev;
 mod pki;
+mod runbook;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -88,7 +89,7 @@ enum Command {
     },
     /// Check, apply or render a runbook.
     #[command(subcommand)]
-    Runbook(RunbookCommand),
+    Runbook(runbook::RunbookCommand),
     /// Export or verify the hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -200,20 +201,6 @@ impl From<Kind> for leitstand_proto::identity::PeerKind {
 }
 
 #[derive(Subcommand, Debug)]
-enum RunbookCommand {
-    /// Validate a runbook.
-    Check { file: PathBuf },
-    /// Commit a new runbook version (admin).
-    Apply {
-        file: PathBuf,
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-    /// Print the procedures as a document.
-    Render { file: PathBuf },
-}
-
-#[derive(Subcommand, Debug)]
 enum AuditCommand {
     /// Export the audit log.
     Export {
@@ -270,7 +257,7 @@ fn main() -> ExitCode {
         Command::Switch { .. } => not_available("switch", "the failover engine"),
         Command::Freeze { .. } => not_available("freeze", "the failover engine"),
         Command::Unfreeze { .. } => not_available("unfreeze", "the failover engine"),
-        Command::Runbook(_) => not_available("runbook", "the failover engine"),
+        Command::Runbook(command) => runbook::run(command),
         Command::Audit(_) => not_available("audit", "the failover engine"),
         Command::Cluster(command) => block_on(cluster::run(command)),
         Command::Drill(_) => not_available("drill", "the chaos drills"),

@@ -7,4 +7,5 @@ mod cluster;
 mod deploy;
 mod e2e;
 mod pki;
+mod runbook;
 mod support;
