@@ -59,8 +59,11 @@ fn check(text: &str, expected: &[(usize, usize, &str)]) {
     }
 }
 
+/// Mistakes a case must produce: (line, column, a fragment of the message).
+type Expected<'a> = Vec<(usize, usize, &'a str)>;
+
 /// [`check`] for many cases: every case runs, the failures are shown together.
-fn check_all(cases: &[(String, Vec<(usize, usize, &str)>)]) {
+fn check_all(cases: &[(String, Expected<'_>)]) {
     let failures: Vec<String> = cases
         .iter()
         .filter_map(|(text, expected)| compare(text, expected).err())
@@ -188,14 +191,14 @@ fn accepted_variants() {
             "",
         ) + "[[service.path.vantage]]\nagent = \"leitstelle-1\"\ncheck = \"uplink-lte\"\n",
     ];
-    let cases: Vec<(String, Vec<(usize, usize, &str)>)> =
+    let cases: Vec<(String, Expected<'_>)> =
         cases.into_iter().map(|text| (text, Vec::new())).collect();
     check_all(&cases);
 }
 
 #[test]
 fn mistakes_are_located_and_say_what_to_do() {
-    let cases: Vec<(String, Vec<(usize, usize, &str)>)> = vec![
+    let cases: Vec<(String, Expected<'_>)> = vec![
         // Syntax and schema: the TOML library's message, with a hint.
         (
             base_with("mode = \"auto\"", "mode = \"auto"),
@@ -671,10 +674,7 @@ fn render_matches_the_pinned_document() {
             .lines()
             .zip(expected.lines())
             .position(|(a, b)| a != b)
-            .map_or_else(
-                || document.lines().count().min(expected.lines().count()),
-                |i| i,
-            );
+            .unwrap_or_else(|| document.lines().count().min(expected.lines().count()));
         panic!(
             "the rendered runbook differs from {} from line {}:\n  now:    {:?}\n  pinned: {:?}\n\
              If the change is intended: LEITSTAND_BLESS=1 cargo test -p leitstand-controller --lib runbook",
