@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leitstand_proto::config::is_host_port;
-use leitstand_proto::domain::NodeId;
-use leitstand_proto::domain::bounds::MAX_ADDRESS_BYTES;
+use leitstand_proto::domain::bounds::{MAX_ADDRESS_BYTES, MAX_REASON_BYTES};
+use leitstand_proto::domain::{Identifier, NodeId};
 use leitstand_proto::identity::PeerKind;
 use leitstand_proto::operator::leader_hint;
 use leitstand_proto::tls::{ClientTls, ConnectError};
@@ -37,6 +37,7 @@ use tonic::transport::Channel;
 use crate::cluster::{ClusterStatus, Probe};
 use crate::config::{DEFAULT_TIMEOUT, OperatorConfig};
 use crate::error::{Error, Tried};
+use crate::view::{ActionReply, AuditEntry, Delta, View};
 
 /// Leader hints followed in a row before going back to the configured list.
 const MAX_HOPS: usize = 3;
@@ -51,6 +52,24 @@ const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// A controller's error message is shown, but not without limit.
 const MAX_SHOWN_MESSAGE_BYTES: usize = 1024;
 const MAX_PROBE_PAYLOAD_BYTES: usize = 64;
+/// Audit entries one call reads at most; page with `from` for more.
+pub const MAX_AUDIT_ENTRIES: u64 = 10_000;
+/// The longest pause between two attempts to (re)open a Watch.
+pub const MAX_WATCH_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What a Watch delivers to its receiver.
+#[derive(Debug, Clone)]
+pub enum WatchUpdate {
+    /// A stream is open at `address`; a full view follows.
+    Connected { address: String },
+    /// The whole view: replaces what was there.
+    Full(Box<View>),
+    /// Changes to apply to the last full view.
+    Delta(Box<Delta>),
+    /// The stream ended or could not be opened; the next try is in
+    /// `retry_in`.
+    Disconnected { reason: String, retry_in: Duration },
+}
 
 /// A client of the controllers' Operator API that finds the leader itself.
 #[derive(Debug)]
@@ -192,6 +211,229 @@ impl OperatorClient {
             address,
             reason: e.to_string(),
         })
+    }
+
+    /// The current view once (any role may read it).
+    pub async fn status(&self) -> Result<View, Error> {
+        let (reply, address) = self
+            .call(Kind::Read, |mut c, t| async move {
+                c.status(request(v1::StatusRequest {}, t)).await
+            })
+            .await
+            .map_err(|e| unimplemented(e, "Status"))?;
+        View::try_from(reply).map_err(|e| Error::BadReply {
+            address,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Approves a proposed decision (operator).
+    pub async fn approve(&self, decision_id: &str) -> Result<ActionReply, Error> {
+        let message = v1::ApproveRequest {
+            decision_id: identifier("decision id", decision_id)?,
+        };
+        self.act("Approve", message, |mut c, m, t| async move {
+            c.approve(request(m, t)).await
+        })
+        .await
+    }
+
+    /// Rejects a proposed decision (operator); a reason is required.
+    pub async fn reject(&self, decision_id: &str, reason: &str) -> Result<ActionReply, Error> {
+        let message = v1::RejectRequest {
+            decision_id: identifier("decision id", decision_id)?,
+            reason: reason_text(reason, true)?,
+        };
+        self.act("Reject", message, |mut c, m, t| async move {
+            c.reject(request(m, t)).await
+        })
+        .await
+    }
+
+    /// Switches a service to a path by hand (operator); a reason is required.
+    pub async fn switch(
+        &self,
+        service: &str,
+        path: &str,
+        reason: &str,
+    ) -> Result<ActionReply, Error> {
+        let message = v1::SwitchRequest {
+            service: identifier("service", service)?,
+            path: identifier("path", path)?,
+            reason: reason_text(reason, true)?,
+        };
+        self.act("Switch", message, |mut c, m, t| async move {
+            c.switch(request(m, t)).await
+        })
+        .await
+    }
+
+    /// Stops automatic decisions for a service (operator).
+    pub async fn freeze(&self, service: &str, reason: &str) -> Result<ActionReply, Error> {
+        let message = v1::FreezeRequest {
+            service: identifier("service", service)?,
+            reason: reason_text(reason, false)?,
+        };
+        self.act("Freeze", message, |mut c, m, t| async move {
+            c.freeze(request(m, t)).await
+        })
+        .await
+    }
+
+    /// Resumes automatic decisions for a frozen service (operator).
+    pub async fn unfreeze(&self, service: &str, reason: &str) -> Result<ActionReply, Error> {
+        let message = v1::UnfreezeRequest {
+            service: identifier("service", service)?,
+            reason: reason_text(reason, false)?,
+        };
+        self.act("Unfreeze", message, |mut c, m, t| async move {
+            c.unfreeze(request(m, t)).await
+        })
+        .await
+    }
+
+    /// Audit entries in chain order from index `from` (1 is the first),
+    /// at most `limit` (0: all there are, but never more than
+    /// [`MAX_AUDIT_ENTRIES`]), read within the overall deadline.
+    pub async fn audit(&self, from: u64, limit: u64) -> Result<Vec<AuditEntry>, Error> {
+        let cap = if limit == 0 {
+            MAX_AUDIT_ENTRIES
+        } else {
+            limit.min(MAX_AUDIT_ENTRIES)
+        };
+        let deadline = Instant::now() + self.deadline;
+        let (mut stream, address) = self
+            .call(Kind::Read, |mut c, _| async move {
+                let message = v1::AuditRequest {
+                    from_index: from.max(1),
+                    limit: cap,
+                };
+                c.audit(request(message, self.deadline)).await
+            })
+            .await
+            .map_err(|e| unimplemented(e, "Audit"))?;
+        let mut entries = Vec::new();
+        loop {
+            let next = tokio::time::timeout_at(deadline, stream.message()).await;
+            match next {
+                Ok(Ok(Some(entry))) => {
+                    entries.push(AuditEntry::from(entry));
+                    if entries.len() as u64 >= cap {
+                        return Ok(entries);
+                    }
+                }
+                Ok(Ok(None)) => return Ok(entries),
+                Ok(Err(status)) => {
+                    return Err(Error::Rpc {
+                        address,
+                        code: status.code(),
+                        message: shown(status.message()),
+                    });
+                }
+                Err(_) => {
+                    return Err(Error::Deadline {
+                        deadline: self.deadline,
+                        tried: {
+                            let mut tried = Tried::default();
+                            tried.push(&address, "the audit stream stalled");
+                            tried
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    /// Follows Operator.Watch for as long as the receiver lives: a full
+    /// view after every (re)connection, then deltas. Connection losses are
+    /// events too, then it reconnects through the same leader following as
+    /// every call, with a growing pause (at most [`MAX_WATCH_BACKOFF`]).
+    /// The receiving side never waits on the network.
+    pub fn watch(self: &Arc<Self>, capacity: usize) -> tokio::sync::mpsc::Receiver<WatchUpdate> {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        let client = Arc::clone(self);
+        tokio::spawn(async move { client.follow(tx).await });
+        rx
+    }
+
+    async fn follow(&self, tx: tokio::sync::mpsc::Sender<WatchUpdate>) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let call = self
+                .call(Kind::Read, |mut c, _| async move {
+                    // No deadline on the request: the stream lives on.
+                    c.watch(tonic::Request::new(v1::WatchRequest {})).await
+                })
+                .await
+                .map_err(|e| unimplemented(e, "Watch"));
+            let reason = match call {
+                Ok((mut stream, address)) => {
+                    if tx
+                        .send(WatchUpdate::Connected {
+                            address: address.clone(),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let mut first = true;
+                    loop {
+                        let update = match stream.message().await {
+                            Ok(Some(event)) => match watch_event(event, first) {
+                                Ok(update) => update,
+                                Err(reason) => break format!("{address} sent {reason}"),
+                            },
+                            Ok(None) => break format!("{address} ended the stream"),
+                            Err(status) => break format!("{address}: {}", shown(status.message())),
+                        };
+                        first = false;
+                        backoff = FIRST_BACKOFF;
+                        if tx.send(update).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(error) => {
+                    if matches!(error, Error::Unimplemented { .. }) {
+                        backoff = MAX_WATCH_BACKOFF;
+                    }
+                    leitstand_proto::error_chain(&error)
+                }
+            };
+            let retry_in = backoff;
+            if tx
+                .send(WatchUpdate::Disconnected { reason, retry_in })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(retry_in) => {}
+                () = tx.closed() => return,
+            }
+            backoff = (backoff * 2).min(MAX_WATCH_BACKOFF);
+        }
+    }
+
+    /// An operator action: a write whose UNIMPLEMENTED names `rpc`.
+    async fn act<M, F, Fut>(
+        &self,
+        rpc: &'static str,
+        message: M,
+        send: F,
+    ) -> Result<ActionReply, Error>
+    where
+        M: Clone,
+        F: Fn(Grpc<Channel>, M, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<v1::OperatorActionReply>, tonic::Status>>,
+    {
+        let (reply, _) = self
+            .call(Kind::Write, |c, t| send(c, message.clone(), t))
+            .await
+            .map_err(|e| unimplemented(e, rpc))?;
+        Ok(ActionReply::from(reply))
     }
 
     /// Runs `rpc` at controllers until one answers (see the module
@@ -406,6 +648,56 @@ impl OperatorClient {
 async fn pause(backoff: &mut Duration, deadline: Instant) {
     tokio::time::sleep((*backoff).min(deadline.saturating_duration_since(Instant::now()))).await;
     *backoff = (*backoff * 2).min(MAX_BACKOFF);
+}
+
+/// UNIMPLEMENTED from a controller that predates `rpc`, said plainly.
+fn unimplemented(error: Error, rpc: &'static str) -> Error {
+    match error {
+        Error::Rpc {
+            address,
+            code: tonic::Code::Unimplemented,
+            ..
+        } => Error::Unimplemented { address, rpc },
+        other => other,
+    }
+}
+
+fn identifier(what: &str, value: &str) -> Result<String, Error> {
+    Identifier::new(value)
+        .map(|id| id.as_str().to_owned())
+        .map_err(|e| Error::Usage(format!("{what} {value:?}: {}", e.reason)))
+}
+
+fn reason_text(reason: &str, required: bool) -> Result<String, Error> {
+    let reason = reason.trim();
+    if required && reason.is_empty() {
+        return Err(Error::Usage(
+            "a reason is required: say why, for the audit log".to_owned(),
+        ));
+    }
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(Error::Usage(format!(
+            "a reason has at most {MAX_REASON_BYTES} bytes; this one has {}",
+            reason.len()
+        )));
+    }
+    Ok(reason.to_owned())
+}
+
+/// One event of a Watch stream, validated; the first must be a full view.
+fn watch_event(event: v1::WatchEvent, first: bool) -> Result<WatchUpdate, String> {
+    match event.kind {
+        Some(v1::watch_event::Kind::Full(view)) => View::try_from(view)
+            .map(|v| WatchUpdate::Full(Box::new(v)))
+            .map_err(|e| format!("an invalid view: {e}")),
+        Some(v1::watch_event::Kind::Delta(_)) if first => {
+            Err("a delta before the full view".to_owned())
+        }
+        Some(v1::watch_event::Kind::Delta(delta)) => Delta::try_from(delta)
+            .map(|d| WatchUpdate::Delta(Box::new(d)))
+            .map_err(|e| format!("an invalid delta: {e}")),
+        None => Err("an empty event".to_owned()),
+    }
 }
 
 fn request<M>(message: M, timeout: Duration) -> tonic::Request<M> {

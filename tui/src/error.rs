@@ -54,6 +54,9 @@ pub enum Error {
     Precondition { address: String, message: String },
     #[error("{address} answered with an invalid reply: {reason}")]
     BadReply { address: String, reason: String },
+    /// The controller predates this call (UNIMPLEMENTED).
+    #[error("this controller ({address}) does not offer {rpc} yet: upgrade it")]
+    Unimplemented { address: String, rpc: &'static str },
     /// Any other gRPC status.
     #[error("{address} failed the request: {message} ({code:?})")]
     Rpc {

@@ -302,3 +302,77 @@ async fn bad_arguments_are_refused_before_sending() {
     assert!(matches!(err, Error::Usage(_)), "{err:?}");
     assert_eq!(err.exit_code(), 2);
 }
+
+#[tokio::test]
+async fn a_controller_without_the_call_says_to_upgrade_it() {
+    let pki = TestPki::new();
+    let controller = StandIn::start(&pki, 1, Writes::Serve).await;
+    let client = pki.client(&[&controller.address]);
+    let err = client
+        .status()
+        .await
+        .expect_err("the stand-in has no Status");
+    assert!(
+        matches!(err, Error::Unimplemented { rpc: "Status", .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("does not offer Status yet: upgrade it"),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 1);
+    let err = client.approve("d-0042").await.expect_err("no Approve");
+    assert!(
+        err.to_string().contains("does not offer Approve yet"),
+        "{err}"
+    );
+    let err = client
+        .switch("leitstelle-uplink", "lte", "fiber cut")
+        .await
+        .expect_err("no Switch");
+    assert!(
+        err.to_string().contains("does not offer Switch yet"),
+        "{err}"
+    );
+    let err = client.audit(1, 10).await.expect_err("no Audit");
+    assert!(
+        err.to_string().contains("does not offer Audit yet"),
+        "{err}"
+    );
+
+    // The Watch says so as an event and keeps trying, slowly.
+    let client = std::sync::Arc::new(client);
+    let mut updates = client.watch(4);
+    let update = tokio::time::timeout(Duration::from_secs(10), updates.recv())
+        .await
+        .expect("an event within 10 s")
+        .expect("the watch runs");
+    match update {
+        leitstand_tui::WatchUpdate::Disconnected { reason, retry_in } => {
+            assert!(reason.contains("does not offer Watch yet"), "{reason}");
+            assert_eq!(retry_in, leitstand_tui::MAX_WATCH_BACKOFF);
+        }
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn actions_are_checked_before_sending() {
+    let pki = TestPki::new();
+    let controller = StandIn::start(&pki, 1, Writes::Serve).await;
+    let client = pki.client(&[&controller.address]);
+    let cases = [
+        client.reject("d-0042", "  ").await,
+        client.reject("d 42", "why").await,
+        client.switch("svc", "lte", "").await,
+        client.freeze("svc/../x", "").await,
+        client.unfreeze("svc", &"x".repeat(1025)).await,
+    ];
+    for result in cases {
+        let err = result.expect_err("refused");
+        assert!(matches!(err, Error::Usage(_)), "{err:?}");
+        assert_eq!(err.exit_code(), 2);
+    }
+    assert_eq!(controller.calls(), 0, "nothing was sent");
+}
