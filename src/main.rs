@@ -3,7 +3,9 @@
 #![forbid(unsafe_code)]
 
 mod cluster;
+mod dashboard;
 mod dev;
+mod operator_cli;
 mod pki;
 mod runbook;
 
@@ -45,14 +47,14 @@ enum Command {
     /// Run an agent (the same code as `leitstand-agent`).
     Agent(ConfigArg),
     /// Open the operator dashboard.
-    Dashboard(ConfigArg),
+    Dashboard(dashboard::DashboardArgs),
     /// Show services, paths, agents and decisions.
-    Status(OperatorArgs),
+    Status(operator_cli::OperatorArgs),
     /// Approve a proposed decision.
     Approve {
         decision_id: String,
         #[command(flatten)]
-        operator: OperatorArgs,
+        operator: operator_cli::OperatorArgs,
     },
     /// Reject a proposed decision.
     Reject {
@@ -60,7 +62,7 @@ enum Command {
         #[arg(long)]
         reason: String,
         #[command(flatten)]
-        operator: OperatorArgs,
+        operator: operator_cli::OperatorArgs,
     },
     /// Switch a service to a path by hand.
     Switch {
@@ -69,7 +71,7 @@ enum Command {
         #[arg(long)]
         reason: String,
         #[command(flatten)]
-        operator: OperatorArgs,
+        operator: operator_cli::OperatorArgs,
     },
     /// Stop automatic decisions for a service.
     Freeze {
@@ -77,7 +79,7 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
-        operator: OperatorArgs,
+        operator: operator_cli::OperatorArgs,
     },
     /// Resume automatic decisions for a service.
     Unfreeze {
@@ -85,7 +87,7 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
-        operator: OperatorArgs,
+        operator: operator_cli::OperatorArgs,
     },
     /// Check, apply or render a runbook.
     #[command(subcommand)]
@@ -125,16 +127,6 @@ enum Command {
 struct ConfigArg {
     #[arg(long)]
     config: PathBuf,
-}
-
-#[derive(Args, Debug)]
-struct OperatorArgs {
-    /// The operator configuration (operator.toml).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -247,16 +239,55 @@ fn main() -> ExitCode {
         Command::Controller(args) => block_on(run_controller(args.config)),
         Command::Agent(args) => block_on(run_agent(args.config)),
         Command::Dev { headless } => block_on(dev::run(headless)),
-        Command::Dashboard(_) => not_available("dashboard", "the operator dashboard"),
-        Command::Status(_) => not_available(
-            "status",
-            "the operator dashboard and its command-line twins",
-        ),
-        Command::Approve { .. } => not_available("approve", "the failover engine"),
-        Command::Reject { .. } => not_available("reject", "the failover engine"),
-        Command::Switch { .. } => not_available("switch", "the failover engine"),
-        Command::Freeze { .. } => not_available("freeze", "the failover engine"),
-        Command::Unfreeze { .. } => not_available("unfreeze", "the failover engine"),
+        Command::Dashboard(args) => block_on(dashboard::run(args)),
+        Command::Status(args) => block_on(operator_cli::run(operator_cli::Request::Status, args)),
+        Command::Approve {
+            decision_id,
+            operator,
+        } => block_on(operator_cli::run(
+            operator_cli::Request::Approve { decision_id },
+            operator,
+        )),
+        Command::Reject {
+            decision_id,
+            reason,
+            operator,
+        } => block_on(operator_cli::run(
+            operator_cli::Request::Reject {
+                decision_id,
+                reason,
+            },
+            operator,
+        )),
+        Command::Switch {
+            service,
+            path,
+            reason,
+            operator,
+        } => block_on(operator_cli::run(
+            operator_cli::Request::Switch {
+                service,
+                path,
+                reason,
+            },
+            operator,
+        )),
+        Command::Freeze {
+            service,
+            reason,
+            operator,
+        } => block_on(operator_cli::run(
+            operator_cli::Request::Freeze { service, reason },
+            operator,
+        )),
+        Command::Unfreeze {
+            service,
+            reason,
+            operator,
+        } => block_on(operator_cli::run(
+            operator_cli::Request::Unfreeze { service, reason },
+            operator,
+        )),
         Command::Runbook(command) => runbook::run(command),
         Command::Audit(_) => not_available("audit", "the failover engine"),
         Command::Cluster(command) => block_on(cluster::run(command)),

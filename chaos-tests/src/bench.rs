@@ -19,6 +19,7 @@ use leitstand_proto::identity::PeerKind;
 use leitstand_proto::pki::{self, IssueRequest, Validity};
 
 mod cluster;
+mod dashboard;
 mod etcd;
 mod raft;
 
@@ -26,7 +27,7 @@ mod raft;
 const RSS_BUDGET_KIB: u64 = 10 * 1024;
 
 /// The benchmarks `leitstand bench` knows.
-pub const NAMES: &[&str] = &["agent", "raft"];
+pub const NAMES: &[&str] = &["agent", "raft", "dashboard"];
 
 /// Measurement time of the agent benchmark unless `--seconds` says otherwise.
 const AGENT_DEFAULT_SECONDS: u64 = 120;
@@ -51,6 +52,7 @@ pub async fn run(name: &str, options: &Options) -> anyhow::Result<serde_json::Va
     match name {
         "agent" => agent(options.seconds.unwrap_or(AGENT_DEFAULT_SECONDS)).await,
         "raft" => raft::run(options).await,
+        "dashboard" => dashboard::run(),
         other => bail!("unknown benchmark {other:?}; known: {}", NAMES.join(", ")),
     }
 }

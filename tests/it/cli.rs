@@ -6,13 +6,6 @@ use crate::support::{free_port, must_succeed, pki, run, text};
 #[test]
 fn later_commands_exist_and_say_they_are_not_available_yet() {
     let cases: &[&[&str]] = &[
-        &["dashboard", "--config", "operator.toml"],
-        &["status", "--json"],
-        &["approve", "d-1"],
-        &["reject", "d-1", "--reason", "no"],
-        &["switch", "svc", "lte", "--reason", "fiber cut"],
-        &["freeze", "svc"],
-        &["unfreeze", "svc"],
         &["runbook", "apply", "runbook.toml"],
         &["audit", "export", "--format", "md"],
         &["audit", "verify", "audit.jsonl"],
