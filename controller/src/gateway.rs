@@ -21,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::counters::{Counters, Rejection};
+use crate::engine::{EngineInbox, Observation};
 use crate::operator::AddressBook;
 use crate::raft::NodeHandle;
 use crate::registry::{Accepted, Registry};
@@ -43,6 +44,7 @@ pub(crate) struct Gateway {
     pub(crate) counters: Arc<Counters>,
     pub(crate) tls: Arc<ServerTls>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) engine: EngineInbox,
 }
 
 /// How a session ends other than by the agent closing it: what to count
@@ -155,6 +157,7 @@ impl AgentGateway for Gateway {
             counters: self.counters.clone(),
             tls: self.tls.clone(),
             shutdown: self.shutdown.clone(),
+            engine: self.engine.clone(),
             peer,
             tx,
         };
@@ -171,6 +174,7 @@ struct SessionTask {
     counters: Arc<Counters>,
     tls: Arc<ServerTls>,
     shutdown: watch::Receiver<bool>,
+    engine: EngineInbox,
     peer: PeerInfo,
     tx: Outbound,
 }
@@ -305,6 +309,7 @@ impl SessionTask {
     ) -> Result<(), Refusal> {
         let session = registration.session;
         let mut superseded = registration.superseded;
+        let mut commands = registration.commands;
         let result = async {
             self.send(controller_message::Kind::Welcome(v1::Welcome {
                 node_id: self.node_id.get(),
@@ -326,6 +331,10 @@ impl SessionTask {
                             self.send(controller_message::Kind::NotLeader(not_leader)).await?;
                             return Ok(());
                         }
+                        continue;
+                    }
+                    Some(command) = commands.recv() => {
+                        self.send(controller_message::Kind::ExecuteAction(command)).await?;
                         continue;
                     }
                     _ = &mut superseded => {
@@ -366,6 +375,9 @@ impl SessionTask {
                                     .reports_accepted
                                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 tracing::debug!(agent = %agent, seq, "report accepted");
+                                if let Some((_, Some(report))) = self.registry.latest(agent) {
+                                    self.engine.observe(Observation::Report { agent: agent.clone(), report });
+                                }
                                 self.send(controller_message::Kind::Ack(v1::Ack { seq })).await?;
                             }
                             Accepted::Duplicate { last_seq } => {
@@ -395,9 +407,7 @@ impl SessionTask {
                         self.registry.announce(agent, session, announce);
                     }
                     Ok(AgentMessage::ActionResult(result)) => {
-                        // Decisions arrive with the failover engine; until then no
-                        // ExecuteAction is ever sent, so a result answers nothing.
-                        tracing::warn!(agent = %agent, decision = %result.decision_id, "ignoring an action result no decision asked for");
+                        self.engine.observe(Observation::ActionResult { agent: agent.clone(), result });
                     }
                     Err(e) => {
                         return Err(Refusal::new(Rejection::InvalidMessage, Code::InvalidArgument, e.to_string()));

@@ -9,6 +9,7 @@
 
 mod config;
 mod counters;
+mod engine;
 mod gateway;
 mod operator;
 mod peer;
@@ -16,6 +17,7 @@ pub mod runbook;
 mod raft;
 mod registry;
 mod state;
+mod view;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +35,11 @@ use tokio::task::JoinHandle;
 
 pub use config::{ControllerConfig, RaftSettings, Rbac};
 pub use counters::Rejection;
+
+/// The audit chain's entries and their verification (`leitstand audit`).
+pub mod audit {
+    pub use crate::state::{AuditEntry, ChainBreak, verify};
+}
 
 /// Largest Raft batch a peer may send.
 const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
@@ -83,6 +90,8 @@ pub struct Controller {
     state: state::ClusterState,
     /// Keeps the transport's peers and the recorded addresses current.
     membership: JoinHandle<()>,
+    /// The failover engine (acts while this node leads).
+    engine: JoinHandle<()>,
     registry: Arc<registry::Registry>,
     counters: Arc<counters::Counters>,
     #[allow(missing_debug_implementations)]
@@ -176,6 +185,12 @@ impl Controller {
         health_reporter
             .set_serving::<AgentGatewayServer<gateway::Gateway>>()
             .await;
+        let (engine_inbox, engine) = engine::start(
+            node.handle(),
+            state.clone(),
+            registry.clone(),
+            stop_rx.clone(),
+        );
         let gateway = gateway::Gateway {
             node_id: config.node_id,
             raft: node.handle(),
@@ -184,6 +199,7 @@ impl Controller {
             counters: counters.clone(),
             tls: tls.clone(),
             shutdown: stop_rx.clone(),
+            engine: engine_inbox,
         };
         let operator = operator::OperatorService {
             node_id: config.node_id,
@@ -192,6 +208,7 @@ impl Controller {
             addresses,
             rbac: config.rbac.clone(),
             counters: counters.clone(),
+            registry: registry.clone(),
         };
         let peer = peer::PeerService {
             counters: counters.clone(),
@@ -231,6 +248,7 @@ impl Controller {
             node,
             state,
             membership,
+            engine,
             registry,
             counters,
             health: health_reporter,
@@ -313,6 +331,7 @@ impl Controller {
             .await;
         let _ = self.stop.send(true);
         self.membership.abort();
+        self.engine.abort();
         if let Err(e) = self.node.stop().await {
             tracing::error!("stopping the Raft node: {e}");
         }

@@ -118,17 +118,53 @@ pub(crate) struct OperatorService {
     pub(crate) addresses: AddressBook,
     pub(crate) rbac: Rbac,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) registry: Arc<crate::registry::Registry>,
 }
+
+/// How often Watch looks for changes when nothing is committed.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// The least time between two Watch events.
+const WATCH_MIN_GAP: Duration = Duration::from_millis(200);
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} is not available yet: it arrives with the failover engine"
-    ))
-}
-
 impl OperatorService {
+    fn role_of_request<T>(&self, request: &Request<T>) -> v1::Role {
+        let role = leitstand_proto::identity::peer_info(request)
+            .ok()
+            .and_then(|peer| role_of(&self.rbac, &peer.identity.name().to_string()));
+        match role {
+            Some(Role::Admin) => v1::Role::Admin,
+            Some(Role::Operator) => v1::Role::Operator,
+            Some(Role::Viewer) => v1::Role::Viewer,
+            None => v1::Role::Unspecified,
+        }
+    }
+
+    /// Proposes an operator's command on the leader; the reply names the
+    /// committed index, the newest audit entry and the decision.
+    async fn act(
+        &self,
+        command: Command,
+        decision_id: String,
+    ) -> Result<Response<v1::OperatorActionReply>, Status> {
+        self.require_leader()?;
+        let index = self
+            .raft
+            .propose(command.encode())
+            .await
+            .map_err(|error| self.propose_error(error))?;
+        Ok(Response::new(v1::OperatorActionReply {
+            committed_index: index,
+            audit_index: self.state.audit_len(),
+            decision_id,
+        }))
+    }
+
+    fn view(&self, role: v1::Role, cluster: Option<v1::ClusterStatusReply>) -> v1::View {
+        crate::view::build(&self.state, &self.registry, role, cluster, now_unix_ms())
+    }
+
     /// The caller's name if its role is at least `needed`.
     fn authorize<T>(
         &self,
@@ -327,6 +363,31 @@ fn audit_entry(entry: crate::state::AuditEntry) -> v1::AuditEntry {
     }
 }
 
+fn identifier(field: &str, value: &str) -> Result<(), Status> {
+    leitstand_proto::domain::Identifier::new(value)
+        .map(drop)
+        .map_err(|error| Status::invalid_argument(format!("{field}: {error}")))
+}
+
+fn required_reason(reason: &str) -> Result<(), Status> {
+    if reason.trim().is_empty() || reason.len() > leitstand_proto::domain::bounds::MAX_REASON_BYTES
+    {
+        return Err(Status::invalid_argument(
+            "a reason is required: 1 to 1024 bytes, for the audit log",
+        ));
+    }
+    Ok(())
+}
+
+fn optional_reason(reason: &str) -> Result<(), Status> {
+    if reason.len() > leitstand_proto::domain::bounds::MAX_REASON_BYTES {
+        return Err(Status::invalid_argument(
+            "the reason may be at most 1024 bytes",
+        ));
+    }
+    Ok(())
+}
+
 fn member_id(id: u64) -> Result<u64, Status> {
     if id == 0 {
         return Err(Status::invalid_argument("node_id must be 1 or more"));
@@ -344,7 +405,70 @@ impl Operator for OperatorService {
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.authorize(&request, Role::Viewer, "Watch")?;
-        Err(not_yet("Watch"))
+        let role = self.role_of_request(&request);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let state = self.state.clone();
+        let registry = self.registry.clone();
+        let mut status = self.raft.watch_status();
+        let raft = self.raft.clone();
+        let describe = OperatorService {
+            node_id: self.node_id,
+            raft: self.raft.clone(),
+            state: self.state.clone(),
+            addresses: self.addresses.clone(),
+            rbac: self.rbac.clone(),
+            counters: self.counters.clone(),
+            registry: self.registry.clone(),
+        };
+        tokio::spawn(async move {
+            let cluster = |replication: Option<ReplicationStatus>| {
+                replication.map(|r| describe.describe(&r, false))
+            };
+            let mut previous = crate::view::build(
+                &state,
+                &registry,
+                role,
+                cluster(raft.inspect().await),
+                now_unix_ms(),
+            );
+            if tx
+                .send(Ok(v1::WatchEvent {
+                    kind: Some(v1::watch_event::Kind::Full(previous.clone())),
+                }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    changed = status.changed() => if changed.is_err() { return },
+                    () = tokio::time::sleep(WATCH_INTERVAL) => {}
+                    () = tx.closed() => return,
+                }
+                tokio::time::sleep(WATCH_MIN_GAP).await;
+                let next = crate::view::build(
+                    &state,
+                    &registry,
+                    role,
+                    cluster(raft.inspect().await),
+                    now_unix_ms(),
+                );
+                if let Some(delta) = crate::view::delta(&previous, &next) {
+                    if tx
+                        .send(Ok(v1::WatchEvent {
+                            kind: Some(v1::watch_event::Kind::Delta(delta)),
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    previous = next;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn status(
@@ -352,55 +476,204 @@ impl Operator for OperatorService {
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::View>, Status> {
         self.authorize(&request, Role::Viewer, "Status")?;
-        Err(not_yet("Status"))
+        let role = self.role_of_request(&request);
+        let cluster = self.status_reply().await?;
+        Ok(Response::new(self.view(role, Some(cluster))))
     }
 
     async fn approve(
         &self,
         request: Request<v1::ApproveRequest>,
     ) -> Result<Response<v1::OperatorActionReply>, Status> {
-        self.authorize(&request, Role::Operator, "Approve")?;
-        Err(not_yet("Approve"))
+        let operator = self.authorize(&request, Role::Operator, "Approve")?;
+        let id = request.into_inner().decision_id;
+        identifier("decision_id", &id)?;
+        tracing::info!(%operator, decision = %id, "operator approves");
+        let command = Command::Approve {
+            decision: id.clone(),
+            operator,
+            at_unix_ms: now_unix_ms(),
+        };
+        self.act(command, id).await
     }
 
     async fn reject(
         &self,
         request: Request<v1::RejectRequest>,
     ) -> Result<Response<v1::OperatorActionReply>, Status> {
-        self.authorize(&request, Role::Operator, "Reject")?;
-        Err(not_yet("Reject"))
+        let operator = self.authorize(&request, Role::Operator, "Reject")?;
+        let v1::RejectRequest {
+            decision_id,
+            reason,
+        } = request.into_inner();
+        identifier("decision_id", &decision_id)?;
+        required_reason(&reason)?;
+        tracing::info!(%operator, decision = %decision_id, "operator rejects");
+        let command = Command::Reject {
+            decision: decision_id.clone(),
+            operator,
+            reason,
+            at_unix_ms: now_unix_ms(),
+        };
+        self.act(command, decision_id).await
     }
 
     async fn switch(
         &self,
         request: Request<v1::SwitchRequest>,
     ) -> Result<Response<v1::OperatorActionReply>, Status> {
-        self.authorize(&request, Role::Operator, "Switch")?;
-        Err(not_yet("Switch"))
+        let operator = self.authorize(&request, Role::Operator, "Switch")?;
+        let v1::SwitchRequest {
+            service,
+            path,
+            reason,
+        } = request.into_inner();
+        identifier("service", &service)?;
+        identifier("path", &path)?;
+        required_reason(&reason)?;
+        let from = self
+            .state
+            .with_failover(|f| f.services.get(&service).map(|s| s.active_path.clone()))
+            .ok_or_else(|| {
+                Status::not_found(format!("no service {service:?} in the current runbook"))
+            })?;
+        tracing::info!(%operator, %service, %from, to = %path, "operator switches");
+        let command = Command::Decide {
+            service,
+            from_path: from,
+            to_path: path,
+            kind: crate::state::failover::DecisionKind::Manual,
+            evidence: Vec::new(),
+            operator,
+            reason,
+            at_unix_ms: now_unix_ms(),
+        };
+        let mut reply = self.act(command, String::new()).await?;
+        let index = reply.get_ref().committed_index;
+        let term = self.raft.status().term;
+        reply.get_mut().decision_id = self
+            .state
+            .with_failover(|f| {
+                f.decisions
+                    .values()
+                    .find(|d| d.fencing_index == index)
+                    .map(|d| d.id.clone())
+            })
+            .unwrap_or_else(|| format!("d-{term}-{index}"));
+        Ok(reply)
     }
 
     async fn freeze(
         &self,
         request: Request<v1::FreezeRequest>,
     ) -> Result<Response<v1::OperatorActionReply>, Status> {
-        self.authorize(&request, Role::Operator, "Freeze")?;
-        Err(not_yet("Freeze"))
+        let operator = self.authorize(&request, Role::Operator, "Freeze")?;
+        let v1::FreezeRequest { service, reason } = request.into_inner();
+        identifier("service", &service)?;
+        optional_reason(&reason)?;
+        let command = Command::Freeze {
+            service,
+            by: format!("operator/{operator}"),
+            reason,
+            at_unix_ms: now_unix_ms(),
+        };
+        self.act(command, String::new()).await
     }
 
     async fn unfreeze(
         &self,
         request: Request<v1::UnfreezeRequest>,
     ) -> Result<Response<v1::OperatorActionReply>, Status> {
-        self.authorize(&request, Role::Operator, "Unfreeze")?;
-        Err(not_yet("Unfreeze"))
+        let operator = self.authorize(&request, Role::Operator, "Unfreeze")?;
+        let v1::UnfreezeRequest { service, reason } = request.into_inner();
+        identifier("service", &service)?;
+        optional_reason(&reason)?;
+        let command = Command::Unfreeze {
+            service,
+            by: format!("operator/{operator}"),
+            reason,
+            at_unix_ms: now_unix_ms(),
+        };
+        self.act(command, String::new()).await
     }
 
     async fn apply_runbook(
         &self,
         request: Request<v1::ApplyRunbookRequest>,
     ) -> Result<Response<v1::ApplyRunbookReply>, Status> {
-        self.authorize(&request, Role::Admin, "ApplyRunbook")?;
-        Err(not_yet("ApplyRunbook"))
+        let operator = self.authorize(&request, Role::Admin, "ApplyRunbook")?;
+        let v1::ApplyRunbookRequest { toml, source_name } = request.into_inner();
+        if toml.is_empty()
+            || toml.len() > crate::runbook::MAX_RUNBOOK_BYTES
+            || source_name.len() > 256
+        {
+            return Err(Status::invalid_argument(
+                "the runbook must be 1 byte to 1 MiB, its source name at most 256 bytes",
+            ));
+        }
+        let source_name = if source_name.is_empty() {
+            "runbook.toml".to_owned()
+        } else {
+            source_name
+        };
+        let runbook = crate::runbook::Runbook::parse(std::path::Path::new(&source_name), &toml)
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        self.require_leader()?;
+        // Names no agent announced are warnings: the agent may not run yet.
+        let references = runbook.references();
+        let mut warnings = Vec::new();
+        for vantage in &references.checks {
+            match self.registry.announced(&vantage.agent) {
+                None => warnings.push(format!(
+                    "agent {} has not connected to this leader yet (check {})",
+                    vantage.agent, vantage.check
+                )),
+                Some((checks, _)) if !checks.iter().any(|c| c == vantage.check.as_str()) => {
+                    warnings.push(format!(
+                        "agent {} did not announce a check {}",
+                        vantage.agent, vantage.check
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for activate in &references.actions {
+            match self.registry.announced(&activate.agent) {
+                None => warnings.push(format!(
+                    "agent {} has not connected to this leader yet (action {})",
+                    activate.agent, activate.action
+                )),
+                Some((_, actions)) if !actions.iter().any(|a| a == activate.action.as_str()) => {
+                    warnings.push(format!(
+                        "agent {} did not announce an action {}",
+                        activate.agent, activate.action
+                    ));
+                }
+                _ => {}
+            }
+        }
+        warnings.sort();
+        warnings.dedup();
+        warnings.truncate(1000);
+        let sha256 = crate::runbook::content_sha256(&toml);
+        tracing::info!(%operator, %sha256, services = runbook.services.len(), "operator applies a runbook");
+        let command = Command::ApplyRunbook {
+            text: toml,
+            source_name,
+            actor: format!("operator/{operator}"),
+            at_unix_ms: now_unix_ms(),
+        };
+        let index = self
+            .raft
+            .propose(command.encode())
+            .await
+            .map_err(|error| self.propose_error(error))?;
+        Ok(Response::new(v1::ApplyRunbookReply {
+            version: self.state.with_failover(|f| f.current_version()),
+            content_sha256: sha256,
+            committed_index: index,
+            warnings,
+        }))
     }
 
     async fn audit(

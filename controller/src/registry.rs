@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use leitstand_proto::domain::{AgentId, Announce, Hello, Report};
-use tokio::sync::oneshot;
+use leitstand_proto::v1::ExecuteAction;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// The agent limit of one controller; Hello from a new agent beyond it is
@@ -23,7 +24,12 @@ pub(crate) struct AgentRecord {
     session: u64,
     /// Ends the current session when a newer one takes over.
     supersede: Option<oneshot::Sender<()>>,
+    /// ExecuteAction for the current session to send down.
+    commands: Option<mpsc::Sender<ExecuteAction>>,
 }
+
+/// ExecuteAction messages a session may have queued.
+const COMMAND_QUEUE: usize = 16;
 
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
@@ -36,6 +42,8 @@ pub(crate) struct Registration {
     pub(crate) session: u64,
     pub(crate) last_acked_seq: u64,
     pub(crate) superseded: oneshot::Receiver<()>,
+    /// What the engine asks this session to send down.
+    pub(crate) commands: mpsc::Receiver<ExecuteAction>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -65,6 +73,7 @@ impl Registry {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         let (tx, rx) = oneshot::channel();
+        let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let mut agents = self.lock();
         let last_acked_seq = match agents.get_mut(&hello.agent_id) {
             Some(record) => {
@@ -78,6 +87,7 @@ impl Registry {
                 record.hello = hello;
                 record.session = session;
                 record.supersede = Some(tx);
+                record.commands = Some(commands_tx);
                 record.last_seen = Instant::now();
                 record.last_seq
             }
@@ -94,6 +104,7 @@ impl Registry {
                         last_seen: Instant::now(),
                         session,
                         supersede: Some(tx),
+                        commands: Some(commands_tx),
                     },
                 );
                 0
@@ -103,6 +114,7 @@ impl Registry {
             session,
             last_acked_seq,
             superseded: rx,
+            commands,
         })
     }
 
@@ -136,13 +148,42 @@ impl Registry {
     pub(crate) fn disconnect(&self, agent: &AgentId, session: u64) {
         if let Some(record) = self.lock().get_mut(agent).filter(|r| r.session == session) {
             record.supersede = None;
+            record.commands = None;
         }
+    }
+
+    /// Queues `command` for the agent's open session; false when it has
+    /// none (or its queue is full: the engine sends again later).
+    pub(crate) fn execute(&self, agent: &AgentId, command: ExecuteAction) -> bool {
+        self.lock()
+            .get(agent)
+            .and_then(|r| r.commands.as_ref())
+            .is_some_and(|commands| commands.try_send(command).is_ok())
+    }
+
+    /// The checks and actions the agent announced, if it is known.
+    pub(crate) fn announced(&self, agent: &AgentId) -> Option<(Vec<String>, Vec<String>)> {
+        self.lock().get(agent).map(|r| {
+            (
+                r.hello.checks.iter().map(|c| c.to_string()).collect(),
+                r.hello.actions.iter().map(|a| a.to_string()).collect(),
+            )
+        })
     }
 
     pub(crate) fn is_connected(&self, agent: &AgentId) -> bool {
         self.lock()
             .get(agent)
             .is_some_and(|r| r.supersede.is_some())
+    }
+
+    /// Calls `visit` for every agent with whether it has an open session and
+    /// its latest report, holding the lock: `visit` must only copy numbers
+    /// out (the metrics exporter does, once per collection).
+    pub(crate) fn visit(&self, mut visit: impl FnMut(&AgentId, bool, Option<&Report>)) {
+        for (agent, record) in self.lock().iter() {
+            visit(agent, record.supersede.is_some(), record.latest_report.as_ref());
+        }
     }
 
     pub(crate) fn latest(&self, agent: &AgentId) -> Option<(u64, Option<Report>)> {

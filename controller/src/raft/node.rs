@@ -208,6 +208,8 @@ impl NodeConfig {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Committed<'a> {
     pub(crate) index: u64,
+    /// The term of the leader that proposed it (fencing tokens use it).
+    pub(crate) term: u64,
     pub(crate) data: &'a [u8],
 }
 
@@ -996,6 +998,7 @@ impl Driver {
                     if !entry.data.is_empty() {
                         let committed = Committed {
                             index,
+                            term,
                             data: &entry.data,
                         };
                         refusal = self.state_machine.apply(committed, &mut self.writes).err();

@@ -8,24 +8,101 @@
 //! order, no whitespace, the body as the compact JSON text it was stored
 //! with. Anyone holding an export can recompute the chain without Leitstand.
 
-/// One entry, as stored, exported and served (Operator.Audit).
+/// One entry, as stored, exported (one JSON object per line) and served
+/// (Operator.Audit).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct AuditEntry {
+pub struct AuditEntry {
     /// Position in the chain, from 1.
-    pub(crate) index: u64,
+    pub index: u64,
     /// The Raft log index that committed it.
-    pub(crate) log_index: u64,
+    pub log_index: u64,
     /// The proposer's clock (ms since the epoch; 0 when not known).
-    pub(crate) at_unix_ms: i64,
+    pub at_unix_ms: i64,
     /// "controller/<id>", "operator/<name>" or "agent/<id>".
-    pub(crate) actor: String,
-    pub(crate) kind: String,
+    pub actor: String,
+    pub kind: String,
     /// Compact JSON.
-    pub(crate) body_json: String,
+    pub body_json: String,
     /// Lower-case hex.
-    pub(crate) prev_hash: String,
-    pub(crate) hash: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Where an exported chain breaks: the first entry that is not what the
+/// chain says, and how.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("entry {position} (audit index {index}): {what}")]
+pub struct ChainBreak {
+    /// 1-based position in the file (its line in a JSONL export).
+    pub position: usize,
+    pub index: u64,
+    pub what: String,
+}
+
+/// Checks an exported chain from its first entry: every hash recomputed,
+/// every link and index in order. Names the first edited, removed or
+/// reordered entry. An export may start after entry 1 (`--from`): then its
+/// first entry's previous hash is taken on trust.
+pub fn verify(entries: &[AuditEntry]) -> Result<(), ChainBreak> {
+    let mut previous: Option<(u64, [u8; 32])> = None;
+    for (n, entry) in entries.iter().enumerate() {
+        let position = n + 1;
+        let broken = |what: String| ChainBreak {
+            position,
+            index: entry.index,
+            what,
+        };
+        let prev_hash = match previous {
+            Some((index, hash)) => {
+                if entry.index <= index {
+                    return Err(broken(format!(
+                        "it follows entry {index}: entries were reordered"
+                    )));
+                }
+                if entry.index != index + 1 {
+                    return Err(broken(format!(
+                        "entries {} to {} are missing: removed",
+                        index + 1,
+                        entry.index - 1
+                    )));
+                }
+                if entry.prev_hash != hex(&hash) {
+                    return Err(broken(
+                        "its previous hash is not the hash of the entry before it: the chain was altered".into(),
+                    ));
+                }
+                hash
+            }
+            None if entry.index == 1 => {
+                if entry.prev_hash != hex(&[0; 32]) {
+                    return Err(broken("the first entry must follow the zero hash".into()));
+                }
+                [0; 32]
+            }
+            None => unhex(&entry.prev_hash)
+                .ok_or_else(|| broken("its previous hash is not 64 hex digits".into()))?,
+        };
+        let expected = entry.expected_hash(&prev_hash);
+        if entry.hash != hex(&expected) {
+            return Err(broken(
+                "its hash does not match its content: it was edited".into(),
+            ));
+        }
+        previous = Some((entry.index, expected));
+    }
+    Ok(())
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(bytes)
 }
 
 /// What the hash covers, in this field order.
@@ -119,6 +196,10 @@ impl Chain {
         self.head = hash;
         self.entries.push(entry);
         Ok(())
+    }
+
+    pub(super) fn len(&self) -> u64 {
+        self.entries.len() as u64
     }
 
     pub(super) fn entries(&self, from: u64, limit: usize) -> Vec<AuditEntry> {

@@ -20,6 +20,7 @@
 //!   compares them).
 
 mod audit;
+pub(crate) mod failover;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -28,7 +29,7 @@ use leitstand_proto::domain::NodeId;
 use raft::eraftpb::ConfChangeType;
 use tokio::sync::watch;
 
-pub(crate) use audit::AuditEntry;
+pub use audit::{AuditEntry, ChainBreak, verify};
 
 use crate::raft::{Committed, MembershipChange, StateMachine, StateRecords, StateWrites};
 
@@ -40,6 +41,21 @@ mod key {
     pub(super) const PROBES: &str = "probes";
     pub(super) const MEMBER_PREFIX: &str = "member/";
     pub(super) const AUDIT_PREFIX: &str = "audit/";
+    pub(super) const RUNBOOK_PREFIX: &str = "runbook/";
+    pub(super) const SERVICE_PREFIX: &str = "service/";
+    pub(super) const DECISION_PREFIX: &str = "decision/";
+
+    pub(super) fn runbook(version: u64) -> String {
+        format!("{RUNBOOK_PREFIX}{version:020}")
+    }
+
+    pub(super) fn service(name: &str) -> String {
+        format!("{SERVICE_PREFIX}{name}")
+    }
+
+    pub(super) fn decision(id: &str) -> String {
+        format!("{DECISION_PREFIX}{id}")
+    }
 
     pub(super) fn member(id: u64) -> String {
         format!("{MEMBER_PREFIX}{id:020}")
@@ -56,13 +72,83 @@ mod key {
 pub(crate) enum Command {
     /// A write that changes nothing but the probe count: proves the
     /// cluster commits (Operator.Probe, `leitstand bench raft`).
-    Probe { at_unix_ms: i64 },
+    Probe {
+        at_unix_ms: i64,
+    },
     /// The addresses of the members a cluster was bootstrapped with (from
     /// `[cluster] peers`), proposed once by its first leader so that every
     /// member, and every member added later, learns them from the log.
     RecordMembers {
         members: Vec<MemberAddress>,
         actor: String,
+        at_unix_ms: i64,
+    },
+    /// A new runbook version (Operator.ApplyRunbook, admin).
+    ApplyRunbook {
+        text: String,
+        source_name: String,
+        actor: String,
+        at_unix_ms: i64,
+    },
+    /// Path state transitions the engine saw, with their evidence.
+    PathStates {
+        service: String,
+        transitions: Vec<(String, failover::PathState)>,
+        evidence: Vec<failover::Evidence>,
+        at_unix_ms: i64,
+    },
+    /// A decision: the engine's (failover, failback) or an operator's switch.
+    Decide {
+        service: String,
+        from_path: String,
+        to_path: String,
+        kind: failover::DecisionKind,
+        evidence: Vec<failover::Evidence>,
+        operator: String,
+        reason: String,
+        at_unix_ms: i64,
+    },
+    Approve {
+        decision: String,
+        operator: String,
+        at_unix_ms: i64,
+    },
+    Reject {
+        decision: String,
+        operator: String,
+        reason: String,
+        at_unix_ms: i64,
+    },
+    Dispatched {
+        decision: String,
+        at_unix_ms: i64,
+    },
+    ActionResult {
+        decision: String,
+        result: failover::ActionRecord,
+        at_unix_ms: i64,
+    },
+    TimedOut {
+        decision: String,
+        at_unix_ms: i64,
+    },
+    /// Verified, or Abandoned when `verified` is false.
+    Conclude {
+        decision: String,
+        verified: bool,
+        detail: String,
+        at_unix_ms: i64,
+    },
+    Freeze {
+        service: String,
+        by: String,
+        reason: String,
+        at_unix_ms: i64,
+    },
+    Unfreeze {
+        service: String,
+        by: String,
+        reason: String,
         at_unix_ms: i64,
     },
 }
@@ -77,6 +163,25 @@ pub(crate) struct MemberAddress {
 }
 
 impl Command {
+    /// The proposer's clock when it proposed.
+    fn at_unix_ms(&self) -> i64 {
+        match self {
+            Command::Probe { at_unix_ms }
+            | Command::RecordMembers { at_unix_ms, .. }
+            | Command::ApplyRunbook { at_unix_ms, .. }
+            | Command::PathStates { at_unix_ms, .. }
+            | Command::Decide { at_unix_ms, .. }
+            | Command::Approve { at_unix_ms, .. }
+            | Command::Reject { at_unix_ms, .. }
+            | Command::Dispatched { at_unix_ms, .. }
+            | Command::ActionResult { at_unix_ms, .. }
+            | Command::TimedOut { at_unix_ms, .. }
+            | Command::Conclude { at_unix_ms, .. }
+            | Command::Freeze { at_unix_ms, .. }
+            | Command::Unfreeze { at_unix_ms, .. } => *at_unix_ms,
+        }
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut bytes = vec![COMMAND_FORMAT];
         // Serialising these plain structs cannot fail.
@@ -137,6 +242,7 @@ struct State {
     probes: u64,
     members: Addresses,
     audit: audit::Chain,
+    failover: failover::Failover,
 }
 
 /// The state machine. Cheap to clone: clones share the state; the Raft
@@ -184,6 +290,21 @@ impl ClusterState {
         self.addresses.subscribe()
     }
 
+    /// Reads the failover state under the lock.
+    pub(crate) fn with_failover<T>(&self, read: impl FnOnce(&failover::Failover) -> T) -> T {
+        read(&self.read().failover)
+    }
+
+    /// Entries in the audit chain.
+    pub(crate) fn audit_len(&self) -> u64 {
+        self.read().audit.len()
+    }
+
+    /// The applied index of what readers see.
+    pub(crate) fn applied(&self) -> u64 {
+        self.read().applied
+    }
+
     /// Audit entries from `from` (1 is the first), at most `limit`.
     pub(crate) fn audit_entries(&self, from: u64, limit: usize) -> Vec<AuditEntry> {
         self.read().audit.entries(from, limit)
@@ -205,7 +326,10 @@ impl StateMachine for ClusterState {
         let changed_members = matches!(command, Command::RecordMembers { .. });
         {
             let mut state = self.write();
-            state.apply(entry.index, command, writes)?;
+            // A refused command changes nothing but the applied index.
+            let result = state.apply(entry.index, entry.term, command, writes);
+            state.applied = entry.index;
+            result?;
         }
         if changed_members {
             self.publish_addresses();
@@ -258,6 +382,21 @@ impl State {
                 let record: MemberRecord = serde_json::from_slice(value)
                     .map_err(|error| invalid(key, error.to_string()))?;
                 state.members.insert(id, record.address);
+            } else if key.starts_with(key::RUNBOOK_PREFIX) {
+                let version: failover::RunbookVersion = serde_json::from_slice(value)
+                    .map_err(|error| invalid(key, error.to_string()))?;
+                state
+                    .failover
+                    .restore_runbook(version)
+                    .map_err(|what| invalid(key, what))?;
+            } else if let Some(name) = key.strip_prefix(key::SERVICE_PREFIX) {
+                let record: failover::ServiceRecord = serde_json::from_slice(value)
+                    .map_err(|error| invalid(key, error.to_string()))?;
+                state.failover.services.insert(name.to_owned(), record);
+            } else if let Some(id) = key.strip_prefix(key::DECISION_PREFIX) {
+                let decision: failover::Decision = serde_json::from_slice(value)
+                    .map_err(|error| invalid(key, error.to_string()))?;
+                state.failover.decisions.insert(id.to_owned(), decision);
             } else if key.starts_with(key::AUDIT_PREFIX) {
                 let entry: AuditEntry = serde_json::from_slice(value)
                     .map_err(|error| invalid(key, error.to_string()))?;
@@ -278,6 +417,7 @@ impl State {
     fn apply(
         &mut self,
         index: u64,
+        term: u64,
         command: Command,
         writes: &mut StateWrites,
     ) -> Result<(), String> {
@@ -324,9 +464,118 @@ impl State {
                     writes,
                 );
             }
+            failover_command => {
+                let at_unix_ms = failover_command.at_unix_ms();
+                let (records, audited) = self.apply_failover(index, term, failover_command)?;
+                for record in records {
+                    match record {
+                        failover::Write::Runbook(version) => {
+                            writes.put(key::runbook(version.version), json(&version));
+                        }
+                        failover::Write::Service(name, record) => {
+                            writes.put(key::service(&name), json(&record));
+                        }
+                        failover::Write::RemoveService(name) => writes.delete(key::service(&name)),
+                        failover::Write::Decision(decision) => {
+                            writes.put(key::decision(&decision.id), json(&decision));
+                        }
+                    }
+                }
+                for entry in audited {
+                    self.audit_append(
+                        index,
+                        at_unix_ms,
+                        entry.actor,
+                        entry.kind,
+                        entry.body,
+                        writes,
+                    );
+                }
+            }
         }
         self.applied = index;
         Ok(())
+    }
+
+    fn apply_failover(
+        &mut self,
+        index: u64,
+        term: u64,
+        command: Command,
+    ) -> Result<failover::Applied, String> {
+        let failover = &mut self.failover;
+        match command {
+            Command::ApplyRunbook {
+                text,
+                source_name,
+                actor,
+                at_unix_ms,
+            } => failover.apply_runbook(index, text, source_name, actor, at_unix_ms),
+            Command::PathStates {
+                service,
+                transitions,
+                evidence,
+                at_unix_ms,
+            } => failover.record_path_states(&service, &transitions, evidence, at_unix_ms),
+            Command::Decide {
+                service,
+                from_path,
+                to_path,
+                kind,
+                evidence,
+                operator,
+                reason,
+                at_unix_ms,
+            } => failover.decide(
+                term, index, &service, &from_path, &to_path, kind, evidence, operator, reason,
+                at_unix_ms,
+            ),
+            Command::Approve {
+                decision,
+                operator,
+                at_unix_ms,
+            } => failover.approve(&decision, &operator, at_unix_ms),
+            Command::Reject {
+                decision,
+                operator,
+                reason,
+                at_unix_ms,
+            } => failover.reject(&decision, &operator, &reason, at_unix_ms),
+            Command::Dispatched {
+                decision,
+                at_unix_ms,
+            } => failover.dispatched(&decision, at_unix_ms),
+            Command::ActionResult {
+                decision,
+                result,
+                at_unix_ms,
+            } => failover.result(&decision, result, at_unix_ms),
+            Command::TimedOut {
+                decision,
+                at_unix_ms,
+            } => failover.timed_out(&decision, at_unix_ms),
+            Command::Conclude {
+                decision,
+                verified,
+                detail,
+                at_unix_ms,
+            } => failover.conclude(&decision, verified, &detail, at_unix_ms),
+            Command::Freeze {
+                service,
+                by,
+                reason,
+                at_unix_ms,
+            } => failover.freeze(&service, &by, &reason, at_unix_ms),
+            Command::Unfreeze {
+                service,
+                by,
+                reason,
+                at_unix_ms,
+            } => failover.unfreeze(&service, &by, &reason, at_unix_ms),
+            Command::Probe { .. } | Command::RecordMembers { .. } => {
+                Err("not a failover command".into())
+            }
+        }
     }
 
     fn apply_membership(&mut self, change: &MembershipChange, writes: &mut StateWrites) {
