@@ -27,6 +27,8 @@ pub struct ControllerConfig {
     pub peers: BTreeMap<NodeId, String>,
     pub raft: RaftSettings,
     pub rbac: Rbac,
+    /// `[telemetry]`: the OTLP push (off unless `otlp_endpoint` is set).
+    pub telemetry: crate::telemetry::TelemetrySettings,
 }
 
 /// `[cluster]` keys beyond `peers`: how this node joins and paces Raft.
@@ -89,6 +91,8 @@ struct RawConfig {
     cluster: RawCluster,
     #[serde(default)]
     rbac: Option<Spanned<Rbac>>,
+    #[serde(default)]
+    telemetry: Option<crate::telemetry::RawTelemetry>,
 }
 
 #[derive(serde::Deserialize)]
@@ -199,6 +203,7 @@ impl ControllerConfig {
             peers,
             raft,
             rbac,
+            telemetry: crate::telemetry::TelemetrySettings::from_raw(&source, raw.telemetry)?,
         })
     }
 }

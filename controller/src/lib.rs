@@ -17,6 +17,7 @@ pub mod runbook;
 mod raft;
 mod registry;
 mod state;
+mod telemetry;
 mod view;
 
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{ControllerConfig, RaftSettings, Rbac};
 pub use counters::Rejection;
+pub use telemetry::TelemetrySettings;
 
 /// The audit chain's entries and their verification (`leitstand audit`).
 pub mod audit {
@@ -94,6 +96,7 @@ pub struct Controller {
     engine: JoinHandle<()>,
     registry: Arc<registry::Registry>,
     counters: Arc<counters::Counters>,
+    telemetry: telemetry::Telemetry,
     #[allow(missing_debug_implementations)]
     health: tonic_health::server::HealthReporter,
     stop: watch::Sender<bool>,
@@ -159,7 +162,7 @@ impl Controller {
             node.handle(),
             state.clone(),
             addresses.clone(),
-            transport,
+            transport.clone(),
         ));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -171,14 +174,20 @@ impl Controller {
             address: config.listen,
             source,
         })?;
-        if config.metrics_listen.is_some() {
-            tracing::warn!(
-                "metrics_listen is set, but the metrics endpoint is not available yet; ignored"
-            );
-        }
-
         let registry = Arc::new(registry::Registry::default());
         let counters = Arc::new(counters::Counters::default());
+        let telemetry = telemetry::Telemetry::start(
+            &config,
+            telemetry::Sources {
+                node_id: config.node_id,
+                raft: node.handle(),
+                registry: registry.clone(),
+                counters: counters.clone(),
+                tls: tls.clone(),
+                transport,
+            },
+        )
+        .await?;
         let (stop, stop_rx) = watch::channel(false);
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -251,6 +260,7 @@ impl Controller {
             engine,
             registry,
             counters,
+            telemetry,
             health: health_reporter,
             stop,
             server,
@@ -335,6 +345,7 @@ impl Controller {
         if let Err(e) = self.node.stop().await {
             tracing::error!("stopping the Raft node: {e}");
         }
+        self.telemetry.shutdown().await;
         let mut server = self.server;
         match tokio::time::timeout(grace, &mut server).await {
             Ok(Ok(result)) => result.map_err(Error::Serve),

@@ -17,7 +17,7 @@ pub(crate) use node::{
     Committed, MembershipChange, NodeConfig, NodeHandle, ProposeError, RaftNode, ReplicationStatus,
     StateMachine,
 };
-pub(crate) use peer_transport::{GrpcTransport, PeerTransportConfig};
+pub(crate) use peer_transport::{GrpcTransport, LinkStats, PeerTransportConfig};
 pub(crate) use storage::{RedbStorage, StateRecords, StateWrites, StorageOptions};
 
 #[cfg(test)]

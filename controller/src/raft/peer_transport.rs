@@ -147,8 +147,8 @@ struct LinkCounters {
     last_error: Mutex<Option<String>>,
 }
 
-/// A snapshot of one peer link's counters. Tests read them now; the
-/// metrics exporter (the metrics issue) will export them.
+/// A snapshot of one peer link's counters; the metrics exporter exports
+/// them (`last_error` only the tests read).
 #[cfg_attr(not(test), allow(dead_code))]
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct LinkStats {
@@ -175,7 +175,6 @@ impl LinkCounters {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    #[cfg_attr(not(test), allow(dead_code))]
     fn stats(&self) -> LinkStats {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         LinkStats {
@@ -290,7 +289,6 @@ impl GrpcTransport {
     }
 
     /// The counters of the link to `peer`, if it is one.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn stats(&self, peer: NodeId) -> Option<LinkStats> {
         self.links()
             .get(&peer.get())
@@ -298,7 +296,6 @@ impl GrpcTransport {
     }
 
     /// Messages to nodes that are not in the cluster map.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn dropped_unknown_peer(&self) -> u64 {
         self.dropped_unknown_peer.load(Ordering::Relaxed)
     }
