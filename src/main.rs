@@ -2,11 +2,13 @@
 //! and dispatches; commands whose work has not landed yet exit 2 and say so.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod cluster;
 mod dashboard;
 mod dev;
 mod operator_cli;
 mod pki;
+mod runbook_apply;
 mod runbook;
 
 use std::net::IpAddr;
@@ -94,7 +96,7 @@ enum Command {
     Runbook(runbook::RunbookCommand),
     /// Export or verify the hash-chained audit log.
     #[command(subcommand)]
-    Audit(AuditCommand),
+    Audit(audit::AuditCommand),
     /// Controller cluster membership.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -103,14 +105,15 @@ enum Command {
     Drill(DrillCommand),
     /// Run a benchmark and print its figures as JSON (see docs/benchmarks.md).
     Bench {
-        /// Which benchmark: agent, raft.
+        /// Which benchmark: agent, raft, dashboard, failover.
         name: String,
         /// How long to measure (agent: default 120; raft: the throughput phase, default 20).
         #[arg(long, value_parser = clap::value_parser!(u64).range(10..=3600))]
         seconds: Option<u64>,
-        /// raft: how many times to SIGKILL the leader and time the election.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100))]
-        trials: u64,
+        /// raft: how many times to SIGKILL the leader and time the election (default 10);
+        /// failover: how many times to break the active path (default 20).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
+        trials: Option<u64>,
         /// raft: sequential proposals for the commit latency.
         #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=100_000))]
         proposals: u64,
@@ -120,6 +123,10 @@ enum Command {
         /// raft: the binary to run as `controller` (default: this one).
         #[arg(long)]
         controller_binary: Option<PathBuf>,
+        /// failover: also measure keepalived's VRRP in two network namespaces when root
+        /// and keepalived is installed (auto), or not (off).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+        keepalived: String,
     },
 }
 
@@ -190,25 +197,6 @@ impl From<Kind> for leitstand_proto::identity::PeerKind {
             Kind::Operator => Self::Operator,
         }
     }
-}
-
-#[derive(Subcommand, Debug)]
-enum AuditCommand {
-    /// Export the audit log.
-    Export {
-        #[arg(long, value_enum, default_value = "jsonl")]
-        format: AuditFormat,
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-    /// Verify an exported audit log's hash chain.
-    Verify { file: PathBuf },
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum AuditFormat {
-    Jsonl,
-    Md,
 }
 
 #[derive(Subcommand, Debug)]
@@ -289,7 +277,7 @@ fn main() -> ExitCode {
             operator,
         )),
         Command::Runbook(command) => runbook::run(command),
-        Command::Audit(_) => not_available("audit", "the failover engine"),
+        Command::Audit(command) => block_on(audit::run(command)),
         Command::Cluster(command) => block_on(cluster::run(command)),
         Command::Drill(_) => not_available("drill", "the chaos drills"),
         Command::Bench {
@@ -299,16 +287,21 @@ fn main() -> ExitCode {
             proposals,
             etcd,
             controller_binary,
-        } => block_on(bench(
-            name,
-            leitstand_chaos::bench::Options {
-                seconds,
-                trials,
-                proposals,
-                etcd: etcd == "auto",
-                controller_binary,
-            },
-        )),
+            keepalived,
+        } => {
+            let trials = trials.unwrap_or(if name == "failover" { 20 } else { 10 });
+            block_on(bench(
+                name,
+                leitstand_chaos::bench::Options {
+                    seconds,
+                    trials,
+                    proposals,
+                    etcd: etcd == "auto",
+                    controller_binary,
+                    keepalived: keepalived == "auto",
+                },
+            ))
+        }
     }
 }
 

@@ -22,7 +22,16 @@ pub(crate) enum RunbookCommand {
         config: Option<PathBuf>,
     },
     /// Print the procedures as a Markdown document.
-    Render { file: PathBuf },
+    ///
+    /// Without FILE: the cluster's current version (or --version N), read
+    /// with --config operator.toml.
+    Render {
+        file: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        version: Option<u64>,
+    },
 }
 
 /// `runbook check`: a struct of its own, so the comparison with what the
@@ -36,10 +45,36 @@ pub(crate) struct CheckArgs {
 pub(crate) fn run(command: RunbookCommand) -> ExitCode {
     match command {
         RunbookCommand::Check(args) => check(&args),
-        RunbookCommand::Apply { .. } => {
-            crate::not_available("runbook apply", "the failover engine")
+        RunbookCommand::Apply { file, config } => match config {
+            Some(config) => crate::block_on(crate::runbook_apply::apply(&file, &config)),
+            None => {
+                tracing::error!(
+                    "runbook apply needs --config operator.toml (the controllers and an admin's certificate)"
+                );
+                ExitCode::from(2)
+            }
+        },
+        RunbookCommand::Render {
+            file: Some(file), ..
+        } => render_file(&file),
+        RunbookCommand::Render {
+            file: None,
+            config: Some(config),
+            version,
+        } => crate::block_on(crate::runbook_apply::render_applied(
+            &config,
+            version.unwrap_or(0),
+        )),
+        RunbookCommand::Render {
+            file: None,
+            config: None,
+            ..
+        } => {
+            tracing::error!(
+                "runbook render needs a FILE, or --config operator.toml for the cluster's current runbook"
+            );
+            ExitCode::from(2)
         }
-        RunbookCommand::Render { file } => render_file(&file),
     }
 }
 

@@ -676,6 +676,40 @@ impl Operator for OperatorService {
         }))
     }
 
+    async fn runbook(
+        &self,
+        request: Request<v1::RunbookRequest>,
+    ) -> Result<Response<v1::RunbookReply>, Status> {
+        self.authorize(&request, Role::Viewer, "Runbook")?;
+        let wanted = request.into_inner().version;
+        self.raft.read_index(READ_TIMEOUT).await.map_err(|error| {
+            Status::unavailable(format!("the runbook cannot be read linearizably: {error}"))
+        })?;
+        let found = self.state.with_failover(|f| {
+            let version = if wanted == 0 {
+                f.current_version()
+            } else {
+                wanted
+            };
+            f.runbooks.iter().find(|r| r.version == version).cloned()
+        });
+        let version = found.ok_or_else(|| {
+            Status::not_found(if wanted == 0 {
+                "no runbook has been applied yet: `leitstand runbook apply FILE`".to_owned()
+            } else {
+                format!("there is no runbook version {wanted}")
+            })
+        })?;
+        Ok(Response::new(v1::RunbookReply {
+            version: version.version,
+            content_sha256: version.sha256,
+            toml: version.text,
+            source_name: version.source_name,
+            applied_by: version.applied_by,
+            applied_at_unix_ms: version.at_unix_ms,
+        }))
+    }
+
     async fn audit(
         &self,
         request: Request<v1::AuditRequest>,

@@ -1046,6 +1046,33 @@ pub struct ApplyRunbookReply {
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RunbookRequest {
+    /// The version; 0 means the current one.
+    #[prost(uint64, tag = "1")]
+    pub version: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RunbookReply {
+    #[prost(uint64, tag = "1")]
+    pub version: u64,
+    /// SHA-256 of the TOML text, lower-case hex (64 bytes).
+    #[prost(string, tag = "2")]
+    pub content_sha256: ::prost::alloc::string::String,
+    /// The runbook as applied: at most 1 MiB.
+    #[prost(string, tag = "3")]
+    pub toml: ::prost::alloc::string::String,
+    /// Its file name when applied: at most 256 bytes.
+    #[prost(string, tag = "4")]
+    pub source_name: ::prost::alloc::string::String,
+    /// Who applied it ("operator/<name>") and when (ms since epoch).
+    #[prost(string, tag = "5")]
+    pub applied_by: ::prost::alloc::string::String,
+    #[prost(int64, tag = "6")]
+    pub applied_at_unix_ms: i64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AuditRequest {
     /// First audit index to send (1 is the first entry).
     #[prost(uint64, tag = "1")]
@@ -1623,6 +1650,28 @@ pub mod operator_client {
                 .insert(GrpcMethod::new("leitstand.v1.Operator", "ApplyRunbook"));
             self.inner.unary(req, path, codec).await
         }
+        /// A committed runbook version's text, for `leitstand runbook render`.
+        pub async fn runbook(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RunbookRequest>,
+        ) -> std::result::Result<tonic::Response<super::RunbookReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/leitstand.v1.Operator/Runbook",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("leitstand.v1.Operator", "Runbook"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Audit entries in chain order, from a given index.
         pub async fn audit(
             &mut self,
@@ -1851,6 +1900,11 @@ pub mod operator_server {
             tonic::Response<super::ApplyRunbookReply>,
             tonic::Status,
         >;
+        /// A committed runbook version's text, for `leitstand runbook render`.
+        async fn runbook(
+            &self,
+            request: tonic::Request<super::RunbookRequest>,
+        ) -> std::result::Result<tonic::Response<super::RunbookReply>, tonic::Status>;
         /// Server streaming response type for the Audit method.
         type AuditStream: tonic::codegen::tokio_stream::Stream<
                 Item = std::result::Result<super::AuditEntry, tonic::Status>,
@@ -2312,6 +2366,49 @@ pub mod operator_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ApplyRunbookSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/leitstand.v1.Operator/Runbook" => {
+                    #[allow(non_camel_case_types)]
+                    struct RunbookSvc<T: Operator>(pub Arc<T>);
+                    impl<T: Operator> tonic::server::UnaryService<super::RunbookRequest>
+                    for RunbookSvc<T> {
+                        type Response = super::RunbookReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RunbookRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Operator>::runbook(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RunbookSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
