@@ -305,3 +305,52 @@ fn section_names(text: &str) -> (Vec<&str>, Vec<&str>) {
     }
     (checks, actions)
 }
+
+/// The example runbooks and the example agents agree: every check and
+/// action a runbook names on an agent of deploy/examples/agents is in that
+/// agent's configuration (the loaders check each file alone).
+#[test]
+fn example_runbooks_name_the_example_agents_checks_and_actions() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    let mut agents = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(examples.join("agents")).expect("deploy/examples/agents") {
+        let path = entry.expect("entry").path();
+        let config = leitstand_agent::AgentConfig::load(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(&path).expect("read");
+        agents.insert(config.id.as_str().to_owned(), (path, text));
+    }
+    let mut checked = 0;
+    for entry in std::fs::read_dir(examples.join("runbooks")).expect("deploy/examples/runbooks") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read");
+        // `{ agent = "A", check = "C" }` and `{ agent = "A", action = "X" }`.
+        for reference in text.split("agent = \"").skip(1) {
+            let Some((agent, rest)) = reference.split_once('"') else {
+                continue;
+            };
+            let rest = rest.trim_start_matches([',', ' ']);
+            let Some((kind, rest)) = rest.split_once(" = \"") else {
+                continue;
+            };
+            let Some((name, _)) = rest.split_once('"') else {
+                continue;
+            };
+            let Some((agent_file, agent_text)) = agents.get(agent) else {
+                continue;
+            };
+            assert!(
+                matches!(kind, "check" | "action")
+                    && agent_text.contains(&format!("name = \"{name}\"")),
+                "{} names {kind} {name:?} on agent {agent}, which {} does not have",
+                path.display(),
+                agent_file.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 6,
+        "only {checked} references to the example agents"
+    );
+}
