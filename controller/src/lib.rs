@@ -198,6 +198,7 @@ impl Controller {
             node.handle(),
             state.clone(),
             registry.clone(),
+            telemetry.recorder(),
             stop_rx.clone(),
         );
         let gateway = gateway::Gateway {

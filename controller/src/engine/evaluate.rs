@@ -33,6 +33,8 @@ pub(crate) struct CheckWindow {
     /// Consecutive results in this class (ok/warning, critical, unknown).
     pub(crate) consecutive: u32,
     pub(crate) last_observed_ms: i64,
+    /// When the first result of this run was observed (agent's clock).
+    pub(crate) run_started_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +84,7 @@ impl Windows {
                         window.consecutive = window.consecutive.saturating_add(1);
                     } else {
                         window.consecutive = 1;
+                        window.run_started_ms = check.observed_at_unix_ms;
                     }
                     window.status = check.status;
                     window.last_observed_ms = check.observed_at_unix_ms;
@@ -93,6 +96,7 @@ impl Windows {
                             status: check.status,
                             consecutive: 1,
                             last_observed_ms: check.observed_at_unix_ms,
+                            run_started_ms: check.observed_at_unix_ms,
                         },
                     );
                 }

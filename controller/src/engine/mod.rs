@@ -44,6 +44,7 @@ use crate::registry::Registry;
 use crate::runbook::Runbook;
 use crate::state::failover::{ActionRecord, DecisionKind, Evidence, PathState, Stage};
 use crate::state::{ClusterState, Command, now_unix_ms};
+use crate::telemetry::Recorder;
 
 pub(crate) use evaluate::Windows;
 
@@ -102,6 +103,9 @@ pub(crate) struct Engine {
     sent: HashMap<String, Instant>,
     /// Services whose no-healthy-path alarm was raised (logged once).
     alarmed: HashSet<String>,
+    recorder: Recorder,
+    /// Services whose metrics were published last time.
+    published: HashSet<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -115,6 +119,7 @@ pub(crate) fn start(
     raft: NodeHandle,
     state: ClusterState,
     registry: Arc<Registry>,
+    recorder: Recorder,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (EngineInbox, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel(OBSERVATION_CAPACITY);
@@ -130,6 +135,8 @@ pub(crate) fn start(
         leader_since: None,
         sent: HashMap::new(),
         alarmed: HashSet::new(),
+        recorder,
+        published: HashSet::new(),
     };
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
@@ -205,6 +212,9 @@ impl Engine {
             ActionOutcome::Refused => "refused",
         };
         tracing::info!(decision = %id, %agent, outcome, replayed = result.replayed, fencing_token = %result.fencing_token, "action result");
+        let proposed_at = self
+            .state
+            .with_failover(|f| f.decisions.get(&id).map(|d| d.proposed_at_unix_ms));
         let record = ActionRecord {
             outcome: outcome.into(),
             exit_code: result.exit_code,
@@ -213,19 +223,53 @@ impl Engine {
             duration_ms: u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
             replayed: result.replayed,
         };
-        self.propose(
-            Command::ActionResult {
-                decision: id,
-                result: record,
-                at_unix_ms: now_unix_ms(),
-            },
-            "recording an action result",
-        )
-        .await;
+        let now_ms = now_unix_ms();
+        if self
+            .propose(
+                Command::ActionResult {
+                    decision: id,
+                    result: record,
+                    at_unix_ms: now_ms,
+                },
+                "recording an action result",
+            )
+            .await
+        {
+            self.recorder.record_decision(if outcome == "succeeded" { "succeeded" } else if outcome == "timed_out" { "timed_out" } else { "failed" });
+            if let Some(at) = proposed_at {
+                self.recorder.observe_failover_latency((now_ms - at) as f64 / 1000.0);
+            }
+        }
+    }
+
+    /// Path states and active paths as metrics, on every controller, from
+    /// the replicated state.
+    fn publish_metrics(&mut self) {
+        let services: Vec<(String, String, Vec<(String, PathState)>)> = self.state.with_failover(|f| {
+            f.services
+                .iter()
+                .map(|(name, record)| {
+                    let paths = record.paths.iter().map(|(p, r)| (p.clone(), r.state)).collect();
+                    (name.clone(), record.active_path.clone(), paths)
+                })
+                .collect()
+        });
+        let current: HashSet<String> = services.iter().map(|(name, _, _)| name.clone()).collect();
+        for gone in self.published.difference(&current) {
+            self.recorder.forget_service(gone);
+        }
+        for (name, active, paths) in &services {
+            self.recorder.record_active_path(name, active);
+            for (path, state) in paths {
+                self.recorder.record_path_state(name, path, state.as_str());
+            }
+        }
+        self.published = current;
     }
 
     /// One activation (module docs).
     async fn reconcile(&mut self) {
+        self.publish_metrics();
         let status = self.raft.status();
         if status.role != raft::StateRole::Leader {
             if self.leader_since.take().is_some() {
@@ -352,6 +396,21 @@ impl Engine {
                 ),
             };
             tracing::info!(service = name, from = %record.active_path, to = %target.name, ?kind, "proposing a decision");
+            if kind == DecisionKind::Failover {
+                // From the first critical result of the runs that failed the path.
+                let started = service.path(&record.active_path).and_then(|active| {
+                    active
+                        .vantage
+                        .iter()
+                        .filter_map(|v| self.windows.get(&v.agent, v.check.as_str()))
+                        .filter(|w| w.is_critical())
+                        .map(|w| w.run_started_ms)
+                        .min()
+                });
+                if let Some(started) = started {
+                    self.recorder.observe_detection_latency((now_ms - started) as f64 / 1000.0);
+                }
+            }
             self.propose(
                 Command::Decide {
                     service: name.to_owned(),
@@ -400,14 +459,18 @@ impl Engine {
                     let timeout_ms = i64::try_from(RESULT_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
                     if now_ms - dispatched > timeout_ms {
                         tracing::warn!(decision = %id, executor = %decision.executor, "no action result in time");
-                        self.propose(
-                            Command::TimedOut {
-                                decision: id,
-                                at_unix_ms: now_ms,
-                            },
-                            "timing a decision out",
-                        )
-                        .await;
+                        if self
+                            .propose(
+                                Command::TimedOut {
+                                    decision: id,
+                                    at_unix_ms: now_ms,
+                                },
+                                "timing a decision out",
+                            )
+                            .await
+                        {
+                            self.recorder.record_decision("timed_out");
+                        }
                     } else {
                         // Sent by an earlier leader, or not yet delivered: the
                         // executor's stored result answers a repeat.
@@ -423,16 +486,7 @@ impl Engine {
                 Stage::Succeeded => {
                     let verdict = self.verify(runbook, &decision, now_ms);
                     if let Some((verified, detail)) = verdict {
-                        self.propose(
-                            Command::Conclude {
-                                decision: id,
-                                verified,
-                                detail,
-                                at_unix_ms: now_ms,
-                            },
-                            "concluding a decision",
-                        )
-                        .await;
+                        self.conclude(id, verified, detail, now_ms).await;
                     }
                 }
                 Stage::Failed | Stage::TimedOut => {
@@ -440,19 +494,28 @@ impl Engine {
                         Stage::Failed => "the activation failed",
                         _ => "the executor did not answer in time",
                     };
-                    self.propose(
-                        Command::Conclude {
-                            decision: id,
-                            verified: false,
-                            detail: detail.into(),
-                            at_unix_ms: now_ms,
-                        },
-                        "abandoning a decision",
-                    )
-                    .await;
+                    self.conclude(id, false, detail.into(), now_ms).await;
                 }
                 _ => {}
             }
+        }
+    }
+
+    async fn conclude(&self, decision: String, verified: bool, detail: String, now_ms: i64) {
+        let concluded = self
+            .propose(
+                Command::Conclude {
+                    decision,
+                    verified,
+                    detail,
+                    at_unix_ms: now_ms,
+                },
+                "concluding a decision",
+            )
+            .await;
+        if concluded {
+            self.recorder
+                .record_decision(if verified { "verified" } else { "abandoned" });
         }
     }
 
