@@ -12,6 +12,9 @@ use crate::runbook::Mode;
 use crate::state::ClusterState;
 use crate::state::failover::{Decision, DecisionKind, ModeName, PathState, Stage};
 
+/// An agent's latest check states by check name: status and when observed.
+type CheckStates = BTreeMap<String, (v1::CheckStatus, i64)>;
+
 /// Recent decisions in a view, at most (the contract's bound).
 const MAX_DECISIONS: usize = 1000;
 
@@ -103,8 +106,7 @@ pub(crate) fn build(
 ) -> v1::View {
     // Agents: the leader's soft state.
     let mut agents = Vec::new();
-    let mut latest: BTreeMap<String, (i64, BTreeMap<String, (v1::CheckStatus, i64)>)> =
-        BTreeMap::new();
+    let mut latest: BTreeMap<String, (i64, CheckStates)> = BTreeMap::new();
     registry.visit(|agent: &AgentId, connected, report| {
         let checks: BTreeMap<String, (v1::CheckStatus, i64)> = report
             .map(|r| {

@@ -61,6 +61,9 @@ const ABANDONED_COOLDOWN_MS: i64 = 5 * 60 * 1000;
 /// Observations buffered between the sessions and the engine.
 const OBSERVATION_CAPACITY: usize = 65_536;
 
+/// A service's name, active path and path states, for the metrics.
+type PublishedService = (String, String, Vec<(String, PathState)>);
+
 /// What the agent sessions tell the engine.
 #[derive(Debug)]
 pub(crate) enum Observation {
@@ -235,9 +238,16 @@ impl Engine {
             )
             .await
         {
-            self.recorder.record_decision(if outcome == "succeeded" { "succeeded" } else if outcome == "timed_out" { "timed_out" } else { "failed" });
+            self.recorder.record_decision(if outcome == "succeeded" {
+                "succeeded"
+            } else if outcome == "timed_out" {
+                "timed_out"
+            } else {
+                "failed"
+            });
             if let Some(at) = proposed_at {
-                self.recorder.observe_failover_latency((now_ms - at) as f64 / 1000.0);
+                self.recorder
+                    .observe_failover_latency((now_ms - at) as f64 / 1000.0);
             }
         }
     }
@@ -245,11 +255,15 @@ impl Engine {
     /// Path states and active paths as metrics, on every controller, from
     /// the replicated state.
     fn publish_metrics(&mut self) {
-        let services: Vec<(String, String, Vec<(String, PathState)>)> = self.state.with_failover(|f| {
+        let services: Vec<PublishedService> = self.state.with_failover(|f| {
             f.services
                 .iter()
                 .map(|(name, record)| {
-                    let paths = record.paths.iter().map(|(p, r)| (p.clone(), r.state)).collect();
+                    let paths = record
+                        .paths
+                        .iter()
+                        .map(|(p, r)| (p.clone(), r.state))
+                        .collect();
                     (name.clone(), record.active_path.clone(), paths)
                 })
                 .collect()
@@ -408,7 +422,8 @@ impl Engine {
                         .min()
                 });
                 if let Some(started) = started {
-                    self.recorder.observe_detection_latency((now_ms - started) as f64 / 1000.0);
+                    self.recorder
+                        .observe_detection_latency((now_ms - started) as f64 / 1000.0);
                 }
             }
             self.propose(
@@ -441,7 +456,7 @@ impl Engine {
             let id = decision.id.clone();
             match decision.stage {
                 Stage::Approved => {
-                    if self
+                    let dispatched = self
                         .propose(
                             Command::Dispatched {
                                 decision: id.clone(),
@@ -449,8 +464,8 @@ impl Engine {
                             },
                             "marking a decision dispatched",
                         )
-                        .await
-                    {
+                        .await;
+                    if dispatched {
                         self.send(&decision, now_ms, now);
                     }
                 }
@@ -560,8 +575,12 @@ impl Engine {
             return Some((true, "no verify check: the action's success counts".into()));
         };
         let since = decision.updated_at_unix_ms;
-        if let Some(window) = self.windows.get(&check.agent, check.check.as_str()) {
-            if window.last_observed_ms > since {
+        if let Some(window) = self
+            .windows
+            .get(&check.agent, check.check.as_str())
+            .filter(|w| w.last_observed_ms > since)
+        {
+            {
                 if window.is_ok() {
                     return Some((true, format!("{} on {} passed", check.check, check.agent)));
                 }

@@ -205,10 +205,10 @@ pub(crate) struct Failover {
 
 /// A record write the caller turns into storage writes.
 pub(crate) enum Write {
-    Runbook(RunbookVersion),
+    Runbook(Box<RunbookVersion>),
     Service(String, ServiceRecord),
     RemoveService(String),
-    Decision(Decision),
+    Decision(Box<Decision>),
 }
 
 /// An audit line for the caller to chain.
@@ -272,7 +272,7 @@ impl Failover {
             at_unix_ms,
             log_index,
         };
-        let mut writes = vec![Write::Runbook(version.clone())];
+        let mut writes = vec![Write::Runbook(Box::new(version.clone()))];
         let mut added = Vec::new();
         for service in &parsed.services {
             let name = service.name.to_string();
@@ -463,7 +463,7 @@ impl Failover {
             body: serde_json::to_value(&decision).unwrap_or_default(),
         };
         self.decisions.insert(decision.id.clone(), decision.clone());
-        Ok((vec![Write::Decision(decision)], vec![audit]))
+        Ok((vec![Write::Decision(Box::new(decision))], vec![audit]))
     }
 
     /// Moves decision `id` from one of `from` to `to`, with `update`.
@@ -507,7 +507,7 @@ impl Failover {
             "detail": extra,
         });
         (
-            vec![Write::Decision(decision)],
+            vec![Write::Decision(Box::new(decision))],
             vec![Audited { actor, kind, body }],
         )
     }
