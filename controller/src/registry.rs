@@ -182,7 +182,11 @@ impl Registry {
     /// out (the metrics exporter does, once per collection).
     pub(crate) fn visit(&self, mut visit: impl FnMut(&AgentId, bool, Option<&Report>)) {
         for (agent, record) in self.lock().iter() {
-            visit(agent, record.supersede.is_some(), record.latest_report.as_ref());
+            visit(
+                agent,
+                record.supersede.is_some(),
+                record.latest_report.as_ref(),
+            );
         }
     }
 

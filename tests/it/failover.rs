@@ -336,7 +336,10 @@ fn a_broken_active_path_fails_over_once_and_an_approval_waits_for_a_person() {
     ]);
     let document = text(&rendered.stdout);
     assert!(document.contains("version 1"), "{document}");
-    assert!(document.contains("dispatch-uplink") && document.contains("activate-lte"), "{document}");
+    assert!(
+        document.contains("dispatch-uplink") && document.contains("activate-lte"),
+        "{document}"
+    );
 
     // The fiber breaks: exactly one activation of LTE, verified.
     site.endpoints[0].break_it();
