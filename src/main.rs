@@ -8,8 +8,8 @@ mod dashboard;
 mod dev;
 mod operator_cli;
 mod pki;
-mod runbook_apply;
 mod runbook;
+mod runbook_apply;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
