@@ -6,6 +6,7 @@ mod audit;
 mod cluster;
 mod dashboard;
 mod dev;
+mod manual;
 mod operator_cli;
 mod pki;
 mod runbook;
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use leitstand_agent::{AgentConfig, LogFormat, init_logging};
 use leitstand_controller::{Controller, ControllerConfig};
 use leitstand_proto::error_chain;
@@ -127,6 +128,18 @@ enum Command {
         /// and keepalived is installed (auto), or not (off).
         #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
         keepalived: String,
+    },
+    /// Print a shell completion script to standard output.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: manual::Shell,
+    },
+    /// Write man pages (leitstand.1 and one per subcommand), or print leitstand.1.
+    Man {
+        /// Directory to write the pages into; without it leitstand.1 goes to standard output.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -280,6 +293,8 @@ fn main() -> ExitCode {
         Command::Audit(command) => block_on(audit::run(command)),
         Command::Cluster(command) => block_on(cluster::run(command)),
         Command::Drill(_) => not_available("drill", "the chaos drills"),
+        Command::Completions { shell } => manual::completions(Cli::command(), shell),
+        Command::Man { dir } => manual::man(Cli::command(), dir),
         Command::Bench {
             name,
             seconds,

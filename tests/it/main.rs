@@ -8,6 +8,7 @@ mod deploy;
 mod e2e;
 mod failover;
 mod logs;
+mod manual;
 mod metrics;
 mod otlp;
 mod pki;
