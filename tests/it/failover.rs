@@ -604,8 +604,8 @@ fn a_silent_vantage_point_is_no_reason_to_fail_over() {
     );
     // Stale counts for nothing: for twice stale_after, no path fails and
     // nothing is decided.
-    let watched_until = std::time::Instant::now() + Duration::from_secs(6);
-    while std::time::Instant::now() < watched_until {
+    // About 6 s of polls (each status call takes some milliseconds more).
+    for _ in 0..300 {
         let view = site.status();
         assert!(
             view.decisions.is_empty(),
