@@ -345,6 +345,12 @@ impl Operator for Service {
     ) -> Result<Response<v1::ApplyRunbookReply>, Status> {
         Err(Status::unimplemented("stand-in"))
     }
+    async fn runbook(
+        &self,
+        _: Request<v1::RunbookRequest>,
+    ) -> Result<Response<v1::RunbookReply>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
     async fn audit(
         &self,
         _: Request<v1::AuditRequest>,
