@@ -6,9 +6,6 @@ use crate::support::{free_port, must_succeed, pki, run, text};
 #[test]
 fn later_commands_exist_and_say_they_are_not_available_yet() {
     let cases: &[&[&str]] = &[
-        &["runbook", "apply", "runbook.toml"],
-        &["audit", "export", "--format", "md"],
-        &["audit", "verify", "audit.jsonl"],
         &["drill", "list"],
         &["drill", "run", "leader-killed", "--seed", "7"],
     ];
@@ -20,6 +17,20 @@ fn later_commands_exist_and_say_they_are_not_available_yet() {
             stderr.contains("not available yet"),
             "leitstand {args:?} says why: {stderr}"
         );
+    }
+}
+
+#[test]
+fn cluster_commands_without_what_they_need_exit_2_saying_what_is_missing() {
+    for (args, says) in [
+        (&["runbook", "apply", "runbook.toml"][..], "--config"),
+        (&["audit", "export", "--format", "md"][..], "--config"),
+        (&["audit", "verify", "no-such-audit.jsonl"][..], "no-such-audit.jsonl"),
+    ] {
+        let out = run(args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "leitstand {args:?}: {stderr}");
+        assert!(stderr.contains(says), "leitstand {args:?} names {says}: {stderr}");
     }
 }
 
