@@ -36,12 +36,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Sandbox on this machine with fresh certificates in a temporary folder.
-    Dev {
-        /// Print events as lines instead of opening the dashboard.
-        #[arg(long)]
-        headless: bool,
-    },
+    /// Sandbox: 3 controllers, an agent and a demo service with two paths; opens the dashboard.
+    #[command(args_conflicts_with_subcommands = true)]
+    Dev(dev::DevArgs),
     /// Certificate authority for controllers, agents and operators.
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -234,12 +231,15 @@ fn not_available(command: &str, arrives_with: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The sandbox keeps its logs off the dashboard's screen.
+    if !matches!(cli.command, Command::Dev(_)) {
+        init_logging(cli.log_format);
+    }
     match cli.command {
         Command::Pki(command) => pki::run(command),
         Command::Controller(args) => block_on(run_controller(args.config)),
         Command::Agent(args) => block_on(run_agent(args.config)),
-        Command::Dev { headless } => block_on(dev::run(headless)),
+        Command::Dev(args) => block_on(dev::run(args, cli.log_format)),
         Command::Dashboard(args) => block_on(dashboard::run(args)),
         Command::Status(args) => block_on(operator_cli::run(operator_cli::Request::Status, args)),
         Command::Approve {

@@ -5,6 +5,7 @@ mod actions;
 mod cli;
 mod cluster;
 mod deploy;
+mod dev;
 mod e2e;
 mod failover;
 mod logs;

@@ -4,7 +4,7 @@
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
 
-use super::event::{Action, Command, Event, NetEvent};
+use super::event::{Action, Command, Event, NetEvent, SandboxRequest};
 use super::i18n::{Lang, T};
 use super::theme::{Theme, Tone};
 use super::view_model::Model;
@@ -88,6 +88,8 @@ pub struct App {
     pub(crate) popup: Option<Popup>,
     /// The outcome of the last action, or why a key did nothing.
     pub(crate) message: Option<(Tone, String)>,
+    /// `b` and `h` break and repair the primary path of `leitstand dev`.
+    pub(crate) sandbox_keys: bool,
     quit: bool,
 }
 
@@ -104,6 +106,7 @@ impl App {
             filtering: false,
             popup: None,
             message: None,
+            sandbox_keys: false,
             quit: false,
         }
     }
@@ -251,6 +254,14 @@ impl App {
             KeyCode::Char('r') => self.begin(true),
             KeyCode::Char('R') | KeyCode::F(5) if self.tab == Tab::Audit => {
                 return self.load_audit();
+            }
+            KeyCode::Char('b') if self.sandbox_keys => {
+                self.message = Some((Tone::Neutral, self.lang.t(T::SandboxBreaking).to_owned()));
+                return Some(Command::Sandbox(SandboxRequest::BreakPrimary));
+            }
+            KeyCode::Char('h') if self.sandbox_keys => {
+                self.message = Some((Tone::Neutral, self.lang.t(T::SandboxRepairing).to_owned()));
+                return Some(Command::Sandbox(SandboxRequest::RepairPrimary));
             }
             _ => {}
         }

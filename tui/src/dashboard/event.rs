@@ -58,6 +58,14 @@ impl Action {
     }
 }
 
+/// What the keys of `leitstand dev`'s sandbox ask of it (only when the
+/// dashboard was started with [`run_sandbox`](super::run_sandbox)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxRequest {
+    BreakPrimary,
+    RepairPrimary,
+}
+
 /// Network work the app asks the main loop to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -66,6 +74,8 @@ pub enum Command {
     LoadAudit {
         from: u64,
     },
+    /// Handed to the sandbox by the main loop; no network.
+    Sandbox(SandboxRequest),
 }
 
 /// Reads the terminal on a thread of its own (crossterm's reads block)
@@ -174,6 +184,8 @@ pub(crate) fn spawn_command(
                     .await
                     .map_err(|e| leitstand_proto::error_chain(&e)),
             ),
+            // The main loop hands these to the sandbox itself.
+            Command::Sandbox(_) => return,
         };
         let _ = tx.send(Event::Net(event)).await;
     });

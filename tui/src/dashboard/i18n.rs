@@ -157,6 +157,11 @@ texts! {
     KeyApprove => "a approve", "a freigeben";
     KeyReject => "r reject", "r ablehnen";
     KeyReload => "R reload", "R neu laden";
+    KeysSandbox => "b break primary · h repair it", "b Primärpfad stören · h reparieren";
+    SandboxBreaking => "sandbox: breaking the primary path; watch detection, decision, execution (Decisions, Audit)",
+        "Sandbox: Primärpfad wird gestört; Erkennung, Entscheidung, Ausführung ansehen (Entscheidungen, Audit)";
+    SandboxRepairing => "sandbox: repairing the primary path; the failback follows once it held (runbook failback.after)",
+        "Sandbox: Primärpfad wird repariert; die Rückschaltung folgt, wenn er gehalten hat (Runbook failback.after)";
     Filter => "filter: {filter}", "Filter: {filter}";
     FilterTyping => "filter (Enter keeps it, Esc clears): {filter}▏", "Filter (Enter behält, Esc löscht): {filter}▏";
 
@@ -200,6 +205,8 @@ a r            gewählte Entscheidung freigeben, ablehnen (Rolle operator)
 R              Audit-Log neu laden (in Audit)
 ?              diese Hilfe; Esc oder ? schließt sie
 q Strg-C       beenden";
+    HelpSandbox => "b h            break, repair the sandbox's primary path (leitstand dev)",
+        "b h            Primärpfad der Sandbox stören, reparieren (leitstand dev)";
     DetailsTitle => "Details (Esc closes)", "Details (Esc schließt)";
     TooSmall => "Window too small", "Fenster zu klein";
 }

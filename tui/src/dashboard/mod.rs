@@ -32,7 +32,7 @@ use ratatui::crossterm::execute;
 use tokio::sync::mpsc;
 
 pub use app::{App, Options, Tab};
-pub use event::{Action, Command, Event, NetEvent};
+pub use event::{Action, Command, Event, NetEvent, SandboxRequest};
 pub use i18n::Lang;
 pub use theme::{Theme, ThemeName};
 pub use views::draw;
@@ -44,6 +44,29 @@ const QUEUE: usize = 1024;
 
 /// Runs the dashboard in this terminal until the operator quits.
 pub async fn run(client: Arc<OperatorClient>, options: Options) -> std::io::Result<()> {
+    run_with(client, App::new(options), None, std::future::pending()).await
+}
+
+/// The dashboard of `leitstand dev`: as [`run`], plus the keys `b` and `h`,
+/// which send [`SandboxRequest`]s (break, repair the primary path) to the
+/// sandbox; it also closes when `stop` completes (the sandbox got SIGTERM).
+pub async fn run_sandbox(
+    client: Arc<OperatorClient>,
+    options: Options,
+    sandbox: mpsc::Sender<SandboxRequest>,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut app = App::new(options);
+    app.sandbox_keys = true;
+    run_with(client, app, Some(sandbox), stop).await
+}
+
+async fn run_with(
+    client: Arc<OperatorClient>,
+    app: App,
+    sandbox: Option<mpsc::Sender<SandboxRequest>>,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let mut terminal = ratatui::try_init()?;
     // ratatui's hook leaves raw mode and the alternate screen; ours also
     // stops mouse reporting, then hands over to it.
@@ -53,7 +76,12 @@ pub async fn run(client: Arc<OperatorClient>, options: Options) -> std::io::Resu
         previous(info);
     }));
     let result = match execute!(stdout(), EnableMouseCapture) {
-        Ok(()) => main_loop(&mut terminal, &client, options).await,
+        Ok(()) => {
+            tokio::select! {
+                result = main_loop(&mut terminal, &client, app, sandbox.as_ref()) => result,
+                () = stop => Ok(()),
+            }
+        }
         Err(e) => Err(e),
     };
     let _ = execute!(stdout(), DisableMouseCapture);
@@ -64,20 +92,27 @@ pub async fn run(client: Arc<OperatorClient>, options: Options) -> std::io::Resu
 async fn main_loop(
     terminal: &mut ratatui::DefaultTerminal,
     client: &Arc<OperatorClient>,
-    options: Options,
+    mut app: App,
+    sandbox: Option<&mpsc::Sender<SandboxRequest>>,
 ) -> std::io::Result<()> {
     let (tx, mut rx) = mpsc::channel(QUEUE);
     event::spawn_input(tx.clone())?;
     event::spawn_background(client, &tx);
-    let mut app = App::new(options);
     terminal.draw(|frame| draw(&app, frame, now_unix_ms()))?;
     while let Some(first) = rx.recv().await {
         // Everything already queued is applied before one draw: a burst of
         // deltas costs one frame.
         let mut next = Some(first);
         while let Some(event) = next {
-            if let Some(command) = app.event(event, now_unix_ms()) {
-                event::spawn_command(client, &tx, command);
+            match app.event(event, now_unix_ms()) {
+                None => {}
+                // The sandbox shows what it did by what happens next.
+                Some(Command::Sandbox(request)) => {
+                    if let Some(sandbox) = sandbox {
+                        let _ = sandbox.try_send(request);
+                    }
+                }
+                Some(command) => event::spawn_command(client, &tx, command),
             }
             if app.should_quit() {
                 return Ok(());

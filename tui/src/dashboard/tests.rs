@@ -579,3 +579,33 @@ fn hostile_text_from_the_wire_cannot_move_the_cursor() {
     let view = View::try_from(city).expect("valid");
     assert!(!view.services[0].frozen_reason.contains('\u{1b}'));
 }
+
+#[test]
+fn sandbox_keys_exist_only_in_the_sandbox_and_show_in_the_footer_and_help() {
+    use super::SandboxRequest;
+    let mut app = app(Lang::En);
+    assert_eq!(key(&mut app, KeyCode::Char('b')), None);
+    assert_eq!(key(&mut app, KeyCode::Char('h')), None);
+    app.sandbox_keys = true;
+    assert_eq!(
+        key(&mut app, KeyCode::Char('b')),
+        Some(Command::Sandbox(SandboxRequest::BreakPrimary))
+    );
+    assert_eq!(
+        key(&mut app, KeyCode::Char('h')),
+        Some(Command::Sandbox(SandboxRequest::RepairPrimary))
+    );
+    for lang in [Lang::En, Lang::De] {
+        let mut app = self::app(lang);
+        app.sandbox_keys = true;
+        let footer = screen(&app, 160, 48);
+        let sandbox = match lang {
+            Lang::En => "b break primary",
+            Lang::De => "b Primärpfad stören",
+        };
+        assert!(footer.contains(sandbox), "{footer}");
+        key(&mut app, KeyCode::Char('?'));
+        let help = screen(&app, 160, 48);
+        assert!(help.contains("leitstand dev"), "{help}");
+    }
+}

@@ -68,7 +68,10 @@ pub fn draw(app: &App, frame: &mut Frame<'_>, now_unix_ms: i64) {
     match &app.popup {
         None => {}
         Some(Popup::Help) => {
-            let text: Vec<Line<'_>> = app.lang.t(T::Help).lines().map(Line::from).collect();
+            let mut text: Vec<Line<'_>> = app.lang.t(T::Help).lines().map(Line::from).collect();
+            if app.sandbox_keys {
+                text.push(Line::from(app.lang.t(T::HelpSandbox)));
+            }
             popup(app, frame, app.lang.t(T::HelpTitle), text, 84);
         }
         Some(Popup::Details) => {
@@ -223,6 +226,10 @@ fn draw_keys(app: &App, frame: &mut Frame<'_>, area: Rect) {
             spans.push(Span::raw(" · "));
         }
         _ => {}
+    }
+    if app.sandbox_keys {
+        spans.push(Span::styled(app.lang.t(T::KeysSandbox), app.theme.key()));
+        spans.push(Span::raw(" · "));
     }
     spans.push(Span::styled(app.lang.t(T::KeysCommon), app.theme.key()));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
