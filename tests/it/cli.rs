@@ -25,12 +25,18 @@ fn cluster_commands_without_what_they_need_exit_2_saying_what_is_missing() {
     for (args, says) in [
         (&["runbook", "apply", "runbook.toml"][..], "--config"),
         (&["audit", "export", "--format", "md"][..], "--config"),
-        (&["audit", "verify", "no-such-audit.jsonl"][..], "no-such-audit.jsonl"),
+        (
+            &["audit", "verify", "no-such-audit.jsonl"][..],
+            "no-such-audit.jsonl",
+        ),
     ] {
         let out = run(args);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "leitstand {args:?}: {stderr}");
-        assert!(stderr.contains(says), "leitstand {args:?} names {says}: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "leitstand {args:?} names {says}: {stderr}"
+        );
     }
 }
 
