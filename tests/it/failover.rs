@@ -625,3 +625,48 @@ fn a_silent_vantage_point_is_no_reason_to_fail_over() {
     }
     assert!(site.journal().is_empty());
 }
+
+#[test]
+fn an_executor_refuses_a_fencing_token_lower_than_one_it_executed() {
+    let site = Site::start();
+    site.apply_runbook();
+    // The executor has executed a far newer decision for this service (as
+    // after a controller whose log was lost): it must refuse older tokens.
+    std::fs::write(
+        site.path("agent-state/fencing/dispatch-uplink.json"),
+        r#"{"term":999,"index":999}"#,
+    )
+    .expect("the executor's fencing record");
+    site.endpoints[0].break_it();
+    wait_until(
+        "the decision to be abandoned",
+        Duration::from_secs(30),
+        || {
+            site.decision("dispatch-uplink")
+                .is_some_and(|d| d.stage == leitstand_proto::v1::DecisionStage::Abandoned as i32)
+        },
+    );
+    assert!(
+        site.journal().is_empty(),
+        "nothing ran: {:?}",
+        site.journal()
+    );
+    assert_eq!(
+        site.active_path("dispatch-uplink"),
+        "fiber",
+        "no switch without an activation"
+    );
+    let export = must_succeed(&[
+        "audit",
+        "export",
+        "--format",
+        "jsonl",
+        "--config",
+        site.path("operator.toml").to_str().expect("utf-8"),
+    ]);
+    let audit = text(&export.stdout);
+    assert!(
+        audit.contains("stale fencing token") && audit.contains("refused"),
+        "the refusal is in the audit log: {audit}"
+    );
+}
