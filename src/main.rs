@@ -121,10 +121,6 @@ enum Command {
         /// raft: the binary to run as `controller` (default: this one).
         #[arg(long)]
         controller_binary: Option<PathBuf>,
-        /// failover: also measure keepalived's VRRP in two network namespaces when root
-        /// and keepalived is installed (auto), or not (off).
-        #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
-        keepalived: String,
     },
     /// Print a shell completion script to standard output.
     Completions {
@@ -302,7 +298,6 @@ fn main() -> ExitCode {
             proposals,
             etcd,
             controller_binary,
-            keepalived,
         } => {
             let trials = trials.unwrap_or(if name == "failover" { 20 } else { 10 });
             block_on(bench(
@@ -313,7 +308,6 @@ fn main() -> ExitCode {
                     proposals,
                     etcd: etcd == "auto",
                     controller_binary,
-                    keepalived: keepalived == "auto",
                 },
             ))
         }
