@@ -670,3 +670,142 @@ fn an_executor_refuses_a_fencing_token_lower_than_one_it_executed() {
         "the refusal is in the audit log: {audit}"
     );
 }
+
+/// A dashboard running in a tmux session of its own (its own server
+/// socket), driven with send-keys and read with capture-pane.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn tmux(&self, args: &[&str]) -> String {
+        let mut child = std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tmux runs (CI installs it; apt-get install tmux)");
+        let mut out = String::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            use std::io::Read;
+            let _ = stdout.by_ref().take(1 << 20).read_to_string(&mut out);
+        }
+        let _ = child.wait();
+        out
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "dashboard"])
+    }
+
+    fn keys(&self, keys: &str) {
+        self.tmux(&["send-keys", "-t", "dashboard", keys]);
+    }
+
+    fn must_show(&self, what: &str, timeout: Duration) {
+        let mut last = String::new();
+        let found = (0..timeout.as_millis() / 20).any(|_| {
+            last = self.screen();
+            let found = last.contains(what);
+            if !found {
+                crate::support::pause_between_polls();
+            }
+            found
+        });
+        assert!(
+            found,
+            "the dashboard did not show {what:?}; it shows:\n{last}"
+        );
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.tmux(&["kill-server"]);
+    }
+}
+
+#[test]
+fn the_dashboard_shows_a_failover_and_an_approval_given_there_is_committed() {
+    let site = Site::start();
+    site.apply_runbook();
+    let tmux = Tmux {
+        socket: format!("leitstand-test-{}", std::process::id()),
+    };
+    let config = site.path("operator.toml");
+    tmux.tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "dashboard",
+        "-x",
+        "160",
+        "-y",
+        "48",
+        "-e",
+        "NO_COLOR=1",
+        env!("CARGO_BIN_EXE_leitstand"),
+        "dashboard",
+        "--lang",
+        "en",
+        "--config",
+        config.to_str().expect("utf-8"),
+    ]);
+    tmux.must_show("dispatch-uplink", Duration::from_secs(20));
+
+    // The fiber breaks: the Decisions view shows the failover verified.
+    site.endpoints[0].break_it();
+    wait_until("the failover", Duration::from_secs(20), || {
+        site.active_path("dispatch-uplink") == "lte"
+    });
+    tmux.keys("3");
+    tmux.must_show("verified", Duration::from_secs(20));
+
+    // The portal's primary breaks: approve it from the dashboard.
+    site.endpoints[2].break_it();
+    wait_until(
+        "the portal decision to be proposed",
+        Duration::from_secs(20),
+        || {
+            site.decision("portal")
+                .is_some_and(|d| d.stage == leitstand_proto::v1::DecisionStage::Proposed as i32)
+        },
+    );
+    tmux.keys("4");
+    tmux.must_show("portal", Duration::from_secs(10));
+    let proposed = site.decision("portal").expect("the portal decision");
+    tmux.keys("a");
+    tmux.must_show(
+        &format!("Approve decision {}?", proposed.decision_id),
+        Duration::from_secs(5),
+    );
+    tmux.keys("y");
+    wait_until(
+        "the approval to be committed",
+        Duration::from_secs(20),
+        || {
+            site.decision("portal")
+                .is_some_and(|d| d.stage != leitstand_proto::v1::DecisionStage::Proposed as i32)
+        },
+    );
+    let export = must_succeed(&[
+        "audit",
+        "export",
+        "--format",
+        "jsonl",
+        "--config",
+        config.to_str().expect("utf-8"),
+    ]);
+    let audit = text(&export.stdout);
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("operator.approve") && l.contains("operator/admin")),
+        "the dashboard's approval is in the audit log: {audit}"
+    );
+    wait_until("the standby activation", Duration::from_secs(20), || {
+        site.journal().iter().any(|l| l.starts_with("standby"))
+    });
+}
