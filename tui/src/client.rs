@@ -213,6 +213,38 @@ impl OperatorClient {
         })
     }
 
+    /// Commits `toml` as a new runbook version (admin): its version, hash,
+    /// log index, and warnings for names no agent announced.
+    pub async fn apply_runbook(
+        &self,
+        toml: &str,
+        source_name: &str,
+    ) -> Result<v1::ApplyRunbookReply, Error> {
+        let message = v1::ApplyRunbookRequest {
+            toml: toml.to_owned(),
+            source_name: source_name.chars().take(256).collect(),
+        };
+        let (reply, _) = self
+            .call(Kind::Write, |mut c, t| {
+                let message = message.clone();
+                async move { c.apply_runbook(request(message, t)).await }
+            })
+            .await
+            .map_err(|e| unimplemented(e, "ApplyRunbook"))?;
+        Ok(reply)
+    }
+
+    /// A committed runbook version's text (`version` 0: the current one).
+    pub async fn runbook(&self, version: u64) -> Result<v1::RunbookReply, Error> {
+        let (reply, _) = self
+            .call(Kind::Read, |mut c, t| async move {
+                c.runbook(request(v1::RunbookRequest { version }, t)).await
+            })
+            .await
+            .map_err(|e| unimplemented(e, "Runbook"))?;
+        Ok(reply)
+    }
+
     /// The current view once (any role may read it).
     pub async fn status(&self) -> Result<View, Error> {
         let (reply, address) = self
