@@ -121,6 +121,10 @@ enum Command {
         /// raft: the binary to run as `controller` (default: this one).
         #[arg(long)]
         controller_binary: Option<PathBuf>,
+        /// failover: also measure keepalived's VRRP in two network namespaces when root
+        /// and keepalived is installed (auto), or not (off).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+        keepalived: String,
     },
     /// Print a shell completion script to standard output.
     Completions {
@@ -298,6 +302,7 @@ fn main() -> ExitCode {
             proposals,
             etcd,
             controller_binary,
+            keepalived,
         } => {
             let trials = trials.unwrap_or(if name == "failover" { 20 } else { 10 });
             block_on(bench(
@@ -308,6 +313,7 @@ fn main() -> ExitCode {
                     proposals,
                     etcd: etcd == "auto",
                     controller_binary,
+                    keepalived: keepalived == "auto",
                 },
             ))
         }

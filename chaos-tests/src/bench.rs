@@ -7,6 +7,10 @@
 //!
 //! `leitstand bench raft`: three controller processes next to a three-member
 //! etcd (`raft.rs`; the processes and their clients in `cluster.rs`).
+//!
+//! `leitstand bench failover`: a broken active path until the executor
+//! starts the action, next to keepalived's VRRP between two network
+//! namespaces (`failover.rs`, `keepalived.rs`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -21,13 +25,15 @@ use leitstand_proto::pki::{self, IssueRequest, Validity};
 mod cluster;
 mod dashboard;
 mod etcd;
+mod failover;
+mod keepalived;
 mod raft;
 
 /// Budgets of DESIGN.md §10 for the agent.
 const RSS_BUDGET_KIB: u64 = 10 * 1024;
 
 /// The benchmarks `leitstand bench` knows.
-pub const NAMES: &[&str] = &["agent", "raft", "dashboard"];
+pub const NAMES: &[&str] = &["agent", "raft", "dashboard", "failover"];
 
 /// Measurement time of the agent benchmark unless `--seconds` says otherwise.
 const AGENT_DEFAULT_SECONDS: u64 = 120;
@@ -37,14 +43,16 @@ const AGENT_DEFAULT_SECONDS: u64 = 120;
 pub struct Options {
     /// agent: how long to sample; raft: the throughput phase.
     pub seconds: Option<u64>,
-    /// raft: leader kills to time.
+    /// raft: leader kills to time; failover: paths to break.
     pub trials: u64,
     /// raft: sequential proposals for the commit latency.
     pub proposals: u64,
     /// raft: measure etcd too when it is on PATH.
     pub etcd: bool,
-    /// raft: the binary run as `controller` (default: the running one).
+    /// raft, failover: the binary run as `controller` (default: the running one).
     pub controller_binary: Option<PathBuf>,
+    /// failover: measure keepalived too when it runs here (root, installed).
+    pub keepalived: bool,
 }
 
 /// Runs benchmark `name` and returns its JSON report.
@@ -53,6 +61,7 @@ pub async fn run(name: &str, options: &Options) -> anyhow::Result<serde_json::Va
         "agent" => agent(options.seconds.unwrap_or(AGENT_DEFAULT_SECONDS)).await,
         "raft" => raft::run(options).await,
         "dashboard" => dashboard::run(),
+        "failover" => failover::run(options).await,
         other => bail!("unknown benchmark {other:?}; known: {}", NAMES.join(", ")),
     }
 }

@@ -34,7 +34,8 @@ pub(super) const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 pub(super) const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub(super) const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 const TRUST_DOMAIN: &str = "bench.leitstand.invalid";
-const OPERATOR: &str = "bench";
+/// The operator certificate the benchmarks act as (admin and operator).
+pub(super) const OPERATOR: &str = "bench";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum System {
@@ -596,6 +597,16 @@ impl Cluster {
             .start_kill()
             .with_context(|| format!("SIGKILL the member at {}", node.address))?;
         Ok(child)
+    }
+
+    /// host:port of every member's client API, in node order.
+    pub(super) fn addresses(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.address.clone()).collect()
+    }
+
+    /// The bench operator's TLS client configuration: ours only.
+    pub(super) fn operator_tls(&self) -> Option<Arc<ClientTls>> {
+        self.tls.clone()
     }
 
     pub(super) fn restart(&mut self, i: usize) -> anyhow::Result<()> {
