@@ -38,6 +38,9 @@ pub struct AgentConfig {
     pub(crate) checks: Vec<CheckSpec>,
     /// Checks running at the same moment, at most.
     pub(crate) max_concurrent_checks: usize,
+    /// A loopback address for the agent's own Prometheus `/metrics`; off
+    /// when absent (the controllers export every agent's metrics anyway).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The file it came from, for messages.
     pub source: PathBuf,
     id_span: std::ops::Range<usize>,
@@ -56,6 +59,8 @@ struct RawConfig {
     tls: TlsFiles,
     #[serde(default)]
     max_concurrent_checks: Option<Spanned<u64>>,
+    #[serde(default)]
+    metrics_listen: Option<Spanned<String>>,
     #[serde(default, rename = "check")]
     checks: Vec<RawCheck>,
     #[serde(default, rename = "action")]
@@ -241,11 +246,33 @@ impl AgentConfig {
                 .ok_or_else(|| at(n.span(), "max_concurrent_checks must be 1 to 64".into()))?,
             None => DEFAULT_MAX_CONCURRENT_CHECKS,
         };
+        let metrics_listen = match &raw.metrics_listen {
+            None => None,
+            Some(value) => {
+                let address: std::net::SocketAddr = value.get_ref().parse().map_err(|_| {
+                    at(
+                        value.span(),
+                        format!(
+                            "metrics_listen = {:?} is not an IP address with a port, e.g. \"127.0.0.1:9465\"",
+                            value.get_ref()
+                        ),
+                    )
+                })?;
+                if !address.ip().is_loopback() {
+                    return Err(at(
+                        value.span(),
+                        "metrics_listen must be a loopback address (127.0.0.1 or ::1): the agent's own /metrics is for a scraper on this host; remote monitoring scrapes the controllers".into(),
+                    ));
+                }
+                Some(address)
+            }
+        };
         Ok(AgentConfig {
             id,
             actions,
             checks,
             max_concurrent_checks,
+            metrics_listen,
             controllers,
             interval,
             buffer_reports,

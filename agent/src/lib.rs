@@ -9,6 +9,7 @@ mod checks;
 mod collect;
 mod config;
 mod executor;
+mod metrics;
 mod reporter;
 
 use std::sync::Arc;
@@ -41,6 +42,12 @@ pub enum Error {
     Signals(#[source] std::io::Error),
     #[error("the action executor's state")]
     State(#[source] StateError),
+    #[error("cannot serve /metrics on {address}")]
+    Metrics {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -134,10 +141,27 @@ impl Agent {
             config.max_concurrent_checks,
             check_results_tx.clone(),
         );
+        let (publish, published) = watch::channel(None);
+        if let Some(address) = config.metrics_listen {
+            let listener = std::net::TcpListener::bind(address)
+                .and_then(|listener| {
+                    listener.set_nonblocking(true)?;
+                    tokio::net::TcpListener::from_std(listener)
+                })
+                .map_err(|source| Error::Metrics { address, source })?;
+            tracing::info!(%address, "serving this agent's /metrics");
+            tokio::spawn(metrics::serve(
+                listener,
+                config.id.to_string(),
+                published,
+                stop_rx.clone(),
+            ));
+        }
         let inputs = reporter::Inputs {
             check_results,
             control: control_rx,
             stop: stop_rx,
+            publish,
         };
         let reporter = reporter::Reporter::new(
             config.clone(),

@@ -91,6 +91,8 @@ pub(crate) struct Inputs {
     pub(crate) check_results: mpsc::Receiver<v1::CheckResult>,
     pub(crate) control: mpsc::Receiver<Control>,
     pub(crate) stop: watch::Receiver<bool>,
+    /// The latest report, for the agent's own /metrics.
+    pub(crate) publish: watch::Sender<Option<Arc<v1::Report>>>,
 }
 
 enum Event {
@@ -188,10 +190,15 @@ impl Reporter {
                     .get(&result.name)
                     .map(|previous| previous.status)
                     != Some(result.status);
+                // A state change goes out at once, not at the next tick; so
+                // does every critical result, because a controller counts
+                // consecutive critical results to fail a path (fail_after),
+                // and waiting for the tick would add up to one interval to
+                // each failover. Bounded by the check intervals (≥ 100 ms).
+                let urgent = changed || result.status == v1::CheckStatus::Critical as i32;
                 if self.check_names.contains(&result.name) {
                     self.latest.insert(result.name.clone(), result);
-                    if changed {
-                        // A state change goes out at once, not at the next tick.
+                    if urgent {
                         out.push(report_message(self.take_report(false)));
                     }
                 }
@@ -233,6 +240,11 @@ impl Reporter {
             checks: self.latest.values().cloned().collect(),
         };
         self.next_seq += 1;
+        if report.host.is_some() {
+            self.inputs
+                .publish
+                .send_replace(Some(Arc::new(report.clone())));
+        }
         let size = report.encoded_len();
         while !self.buffer.is_empty()
             && (self.buffer.len() >= self.config.buffer_reports

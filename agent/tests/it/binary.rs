@@ -74,6 +74,12 @@ fn bad_configuration_exits_2_naming_file_line_and_column() {
         ),
         &["agent.toml:4:1", "missing field `kind`"],
     );
+    check(
+        Some(
+            "id = \"a\"\ncontrollers = [\"127.0.0.1:7401\"]\nstate_dir = \"s\"\nmetrics_listen = \"0.0.0.0:9465\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n",
+        ),
+        &["agent.toml:4:18", "must be a loopback address"],
+    );
 }
 
 #[test]
@@ -195,6 +201,9 @@ fn the_lean_agent_links_no_controller_raft_storage_or_dashboard() {
         "redb",
         "ratatui",
         "rcgen",
+        "opentelemetry",
+        "opentelemetry_sdk",
+        "prometheus",
     ] {
         assert!(
             !crates.contains(&forbidden),
