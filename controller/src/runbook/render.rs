@@ -169,8 +169,8 @@ fn service_section(out: &mut String, number: usize, service: &Service) {
     };
     line!(
         out,
-        "- Flap guard: {interval}; after more than {} within one hour the service freezes \
-         until an operator unfreezes it (`leitstand unfreeze {name} {OPERATOR_CONFIG}`).",
+        "- Flap guard: {interval}; at most {} within one hour; when one more is due, the service freezes \
+         instead until an operator unfreezes it (`leitstand unfreeze {name} {OPERATOR_CONFIG}`).",
         count(guard.max_per_hour, "automatic switch", "automatic switches")
     );
     line!(
