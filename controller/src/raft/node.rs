@@ -892,6 +892,9 @@ impl Driver {
         }
         let mut ready = self.raw.ready();
         if let Some(soft) = ready.ss() {
+            // Readers (sessions, operators) see the new role before anyone
+            // reads the log line announcing it.
+            self.publish_status(true);
             let term = self.raw.raft.term;
             match soft.raft_state {
                 StateRole::Leader => {
