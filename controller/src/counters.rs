@@ -73,6 +73,8 @@ pub(crate) struct Counters {
     rejected: [AtomicU64; Rejection::ALL.len()],
     pub(crate) reports_accepted: AtomicU64,
     pub(crate) reports_duplicate: AtomicU64,
+    /// Observations the failover engine's full inbox dropped.
+    pub(crate) observations_dropped: AtomicU64,
 }
 
 impl Counters {

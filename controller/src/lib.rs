@@ -199,6 +199,7 @@ impl Controller {
             state.clone(),
             registry.clone(),
             telemetry.recorder(),
+            counters.clone(),
             stop_rx.clone(),
         );
         let gateway = gateway::Gateway {

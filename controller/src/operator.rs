@@ -161,6 +161,36 @@ impl OperatorService {
         }))
     }
 
+    /// Freezes or unfreezes `service` for `operator` (Freeze, Unfreeze).
+    async fn set_frozen(
+        &self,
+        operator: &str,
+        service: String,
+        reason: String,
+        frozen: bool,
+    ) -> Result<Response<v1::OperatorActionReply>, Status> {
+        identifier("service", &service)?;
+        optional_reason(&reason)?;
+        let by = format!("operator/{operator}");
+        let at_unix_ms = now_unix_ms();
+        let command = if frozen {
+            Command::Freeze {
+                service,
+                by,
+                reason,
+                at_unix_ms,
+            }
+        } else {
+            Command::Unfreeze {
+                service,
+                by,
+                reason,
+                at_unix_ms,
+            }
+        };
+        self.act(command, String::new()).await
+    }
+
     fn view(&self, role: v1::Role, cluster: Option<v1::ClusterStatusReply>) -> v1::View {
         crate::view::build(&self.state, &self.registry, role, cluster, now_unix_ms())
     }
@@ -569,15 +599,7 @@ impl Operator for OperatorService {
     ) -> Result<Response<v1::OperatorActionReply>, Status> {
         let operator = self.authorize(&request, Role::Operator, "Freeze")?;
         let v1::FreezeRequest { service, reason } = request.into_inner();
-        identifier("service", &service)?;
-        optional_reason(&reason)?;
-        let command = Command::Freeze {
-            service,
-            by: format!("operator/{operator}"),
-            reason,
-            at_unix_ms: now_unix_ms(),
-        };
-        self.act(command, String::new()).await
+        self.set_frozen(&operator, service, reason, true).await
     }
 
     async fn unfreeze(
@@ -586,15 +608,7 @@ impl Operator for OperatorService {
     ) -> Result<Response<v1::OperatorActionReply>, Status> {
         let operator = self.authorize(&request, Role::Operator, "Unfreeze")?;
         let v1::UnfreezeRequest { service, reason } = request.into_inner();
-        identifier("service", &service)?;
-        optional_reason(&reason)?;
-        let command = Command::Unfreeze {
-            service,
-            by: format!("operator/{operator}"),
-            reason,
-            at_unix_ms: now_unix_ms(),
-        };
-        self.act(command, String::new()).await
+        self.set_frozen(&operator, service, reason, false).await
     }
 
     async fn apply_runbook(

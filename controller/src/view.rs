@@ -8,9 +8,8 @@ use leitstand_proto::domain::AgentId;
 use leitstand_proto::v1;
 
 use crate::registry::Registry;
-use crate::runbook::Mode;
 use crate::state::ClusterState;
-use crate::state::failover::{Decision, DecisionKind, ModeName, PathState, Stage};
+use crate::state::failover::{Decision, ModeName, PathState, Stage};
 
 /// An agent's latest check states by check name: status and when observed.
 type CheckStates = BTreeMap<String, (v1::CheckStatus, i64)>;
@@ -86,13 +85,7 @@ pub(crate) fn decision_view(decision: &Decision) -> v1::DecisionView {
         proposed_at_unix_ms: decision.proposed_at_unix_ms,
         updated_at_unix_ms: decision.updated_at_unix_ms,
         operator: decision.operator.clone(),
-        reason: match decision.kind {
-            DecisionKind::Manual => decision.reason.clone(),
-            _ => decision.reason.clone(),
-        }
-        .chars()
-        .take(1024)
-        .collect(),
+        reason: decision.reason.chars().take(1024).collect(),
     }
 }
 
@@ -198,11 +191,7 @@ pub(crate) fn build(
                     .is_some_and(|p| p.state == PathState::Failed);
                 services.push(v1::ServiceView {
                     name: spec.name.to_string(),
-                    mode: mode(match spec.mode {
-                        Mode::Auto => ModeName::Auto,
-                        Mode::Approve => ModeName::Approve,
-                        Mode::DryRun => ModeName::DryRun,
-                    }) as i32,
+                    mode: mode(spec.mode.into()) as i32,
                     active_path: record.active_path.clone(),
                     paths,
                     frozen: record.frozen.is_some(),

@@ -81,7 +81,7 @@ pub(crate) enum Observation {
 #[derive(Debug, Clone)]
 pub(crate) struct EngineInbox {
     tx: mpsc::Sender<Observation>,
-    dropped: Arc<std::sync::atomic::AtomicU64>,
+    counters: Arc<crate::counters::Counters>,
 }
 
 impl EngineInbox {
@@ -90,8 +90,17 @@ impl EngineInbox {
     /// failure only where a runbook says so).
     pub(crate) fn observe(&self, observation: Observation) {
         if self.tx.try_send(observation).is_err() {
-            self.dropped
+            let dropped = self
+                .counters
+                .observations_dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // The first of a series is news; a full inbox stays full a while.
+            if dropped.is_power_of_two() || dropped == 0 {
+                tracing::warn!(
+                    dropped_total = dropped + 1,
+                    "the failover engine's inbox is full; observations dropped"
+                );
+            }
         }
     }
 }
@@ -123,13 +132,11 @@ pub(crate) fn start(
     state: ClusterState,
     registry: Arc<Registry>,
     recorder: Recorder,
+    counters: Arc<crate::counters::Counters>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (EngineInbox, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel(OBSERVATION_CAPACITY);
-    let inbox = EngineInbox {
-        tx,
-        dropped: Arc::default(),
-    };
+    let inbox = EngineInbox { tx, counters };
     let mut engine = Engine {
         raft,
         state,

@@ -493,7 +493,7 @@ impl State {
                 }
             }
         }
-        self.applied = index;
+        // The caller moves `applied`, also for a refused command.
         Ok(())
     }
 

@@ -517,6 +517,15 @@ fn register_inputs(meter: &Meter, sources: &Sources) {
         .build();
     let counters = sources.counters.clone();
     meter
+        .u64_observable_counter(names::OBSERVATIONS_DROPPED)
+        .with_unit("{observation}")
+        .with_description("Reports and action results the failover engine's full inbox dropped")
+        .with_callback(move |observer| {
+            observer.observe(counters.observations_dropped.load(Ordering::Relaxed), &[]);
+        })
+        .build();
+    let counters = sources.counters.clone();
+    meter
         .u64_observable_counter(names::INPUTS_REJECTED)
         .with_unit("{input}")
         .with_description("Input refused after the TLS handshake, by reason")

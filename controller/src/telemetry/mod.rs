@@ -18,7 +18,6 @@ pub(crate) mod names;
 mod settings;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,7 +60,6 @@ pub(crate) struct Telemetry {
     recorder: Recorder,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    metrics_addr: Option<SocketAddr>,
 }
 
 impl Telemetry {
@@ -85,7 +83,6 @@ impl Telemetry {
         let mut builder = SdkMeterProvider::builder().with_resource(resource);
         let mut tasks = Vec::new();
 
-        let mut metrics_addr = None;
         let mut prometheus = None;
         if let Some(address) = config.metrics_listen {
             let registry = prometheus::Registry::new();
@@ -151,57 +148,18 @@ impl Telemetry {
                 .map_err(|source| Error::Bind { address, source })?;
             tracing::info!(listen = %local, "serving Prometheus metrics at /metrics");
             tasks.push(tokio::spawn(http::serve(listener, registry, stop_rx)));
-            metrics_addr = Some(local);
         }
         Ok(Telemetry {
             provider,
             recorder,
             stop,
             tasks,
-            metrics_addr,
         })
     }
 
-    /// Where `/metrics` is served, if it is.
-    #[allow(dead_code)]
-    pub(crate) fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr
-    }
-
     /// A handle for the failover engine (cheap to clone).
-    #[allow(dead_code)]
     pub(crate) fn recorder(&self) -> Recorder {
         self.recorder.clone()
-    }
-
-    /// See [`Recorder::record_path_state`].
-    #[allow(dead_code)]
-    pub(crate) fn record_path_state(&self, service: &str, path: &str, state: &'static str) {
-        self.recorder.record_path_state(service, path, state);
-    }
-
-    /// See [`Recorder::record_active_path`].
-    #[allow(dead_code)]
-    pub(crate) fn record_active_path(&self, service: &str, path: &str) {
-        self.recorder.record_active_path(service, path);
-    }
-
-    /// See [`Recorder::record_decision`].
-    #[allow(dead_code)]
-    pub(crate) fn record_decision(&self, outcome: &'static str) {
-        self.recorder.record_decision(outcome);
-    }
-
-    /// See [`Recorder::observe_detection_latency`].
-    #[allow(dead_code)]
-    pub(crate) fn observe_detection_latency(&self, seconds: f64) {
-        self.recorder.observe_detection_latency(seconds);
-    }
-
-    /// See [`Recorder::observe_failover_latency`].
-    #[allow(dead_code)]
-    pub(crate) fn observe_failover_latency(&self, seconds: f64) {
-        self.recorder.observe_failover_latency(seconds);
     }
 
     /// Stops `/metrics` and the Raft watcher, and pushes a last time over
@@ -275,14 +233,14 @@ const LATENCY_BUCKETS: [f64; 14] = [
 /// kept here and observed at collection, so a series exists exactly while
 /// the engine says so; decisions and latencies are plain instruments.
 ///
-/// The engine calls, on the leader:
-/// - `record_path_state(service, path, state)` on every state change of a
-///   path (`state` one of "healthy", "failed", "unknown", or another fixed
-///   word of the engine): `leitstand_path_state{service,path,state} 1`;
-/// - `record_active_path(service, path)` when a service's active path is
-///   known or changes: `leitstand_service_active_path{service,path} 1`;
-/// - `forget_service(service)` when a runbook no longer names it, and
-///   `clear()` when this node stops leading;
+/// The engine calls, on every controller (from the replicated state):
+/// - `record_path_state(service, path, state)` ("healthy", "failed",
+///   "unknown"): `leitstand_path_state{service,path,state} 1`;
+/// - `record_active_path(service, path)`:
+///   `leitstand_service_active_path{service,path} 1`;
+/// - `forget_service(service)` when a runbook no longer names it;
+///
+/// and on the leader:
 /// - `record_decision(outcome)` when a decision reaches a terminal step:
 ///   `leitstand_decisions_total{outcome}`;
 /// - `observe_detection_latency(s)`: from the first failing report to the
@@ -315,7 +273,6 @@ impl std::fmt::Debug for Recorder {
     }
 }
 
-#[allow(dead_code)]
 impl Recorder {
     fn new(meter: &opentelemetry::metrics::Meter) -> Recorder {
         let decisions = meter
@@ -374,12 +331,6 @@ impl Recorder {
         let mut engine = self.engine();
         engine.path_states.retain(|(s, _), _| s != service);
         engine.active.remove(service);
-    }
-
-    pub(crate) fn clear(&self) {
-        let mut engine = self.engine();
-        engine.path_states.clear();
-        engine.active.clear();
     }
 
     pub(crate) fn record_decision(&self, outcome: &'static str) {

@@ -48,6 +48,7 @@ pub(crate) const CHECK: &str = "check";
 // Input.
 pub(crate) const REPORTS_ACCEPTED: &str = "leitstand.reports.accepted";
 pub(crate) const REPORTS_DUPLICATE: &str = "leitstand.reports.duplicate";
+pub(crate) const OBSERVATIONS_DROPPED: &str = "leitstand.engine.observations.dropped";
 pub(crate) const INPUTS_REJECTED: &str = "leitstand.inputs.rejected";
 pub(crate) const TLS_HANDSHAKES_ACCEPTED: &str = "leitstand.tls.handshakes.accepted";
 pub(crate) const TLS_HANDSHAKES_REJECTED: &str = "leitstand.tls.handshakes.rejected";
