@@ -46,6 +46,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a new learner may take to catch up before the call returns
 /// (it stays a learner; `cluster add` again promotes it).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a membership change waits for the one before it, or for a
+/// new leader's first entry, before it is refused as busy.
+const MEMBERSHIP_BUSY_WAIT: Duration = Duration::from_secs(3);
 /// How long a leadership transfer may take.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_PROBE_PAYLOAD_BYTES: usize = 64;
@@ -339,10 +342,18 @@ impl OperatorService {
         let mut change = ConfChangeV2::default();
         change.set_changes(vec![single].into());
         change.context = context.into();
-        self.raft
-            .propose_membership(change)
-            .await
-            .map_err(|error| self.propose_error(error))
+        // A leader just elected (after a transfer, say) takes no membership
+        // change until it has applied its first entry; a change still being
+        // committed finishes within moments too. Wait that out, bounded.
+        let deadline = Instant::now() + MEMBERSHIP_BUSY_WAIT;
+        loop {
+            match self.raft.propose_membership(change.clone()).await {
+                Err(ProposeError::MembershipChangeInProgress) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                result => return result.map_err(|error| self.propose_error(error)),
+            }
+        }
     }
 
     /// Waits until learner `node` has every entry the leader had when
