@@ -445,17 +445,29 @@ fn prometheus_shows_the_clusters_series_and_every_dashboard_metric_exists() {
     );
 
     // The dashboard asks only for metrics a real scrape has.
-    let leader = (0..3)
-        .find(|&i| {
-            http_get(&lab.metrics[i], "/metrics")
-                .1
-                .lines()
-                .any(|l| l == "leitstand_raft_is_leader 1")
-        })
-        .expect("a leader's /metrics");
-    let (status, exposition) = http_get(&lab.metrics[leader], "/metrics");
-    assert_eq!(status, 200);
-    let exported = sample_names(&exposition);
+    // From the leader that holds the agent's report: if leadership moved
+    // (a loaded machine), wait until the agent reports to the new one.
+    let mut exported = Default::default();
+    let mut leader = 0;
+    wait_until(
+        "a leader's /metrics with the agent's host metrics",
+        Duration::from_secs(30),
+        || {
+            (0..3).any(|i| {
+                let (status, exposition) = http_get(&lab.metrics[i], "/metrics");
+                let leads = exposition
+                    .lines()
+                    .any(|l| l == "leitstand_raft_is_leader 1");
+                let names = sample_names(&exposition);
+                let ready = status == 200 && leads && names.contains("system_memory_usage_bytes");
+                if ready {
+                    exported = names;
+                    leader = i;
+                }
+                ready
+            })
+        },
+    );
     let dashboard = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/leitstand.json");
     let wanted = dashboard_metric_names(&dashboard);
     assert!(wanted.len() >= 10, "the dashboard queries {wanted:?}");
