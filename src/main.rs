@@ -6,6 +6,7 @@ mod audit;
 mod cluster;
 mod dashboard;
 mod dev;
+mod drill;
 mod manual;
 mod operator_cli;
 mod pki;
@@ -100,7 +101,7 @@ enum Command {
     Cluster(cluster::ClusterCommand),
     /// Chaos drills against a sandbox cluster.
     #[command(subcommand)]
-    Drill(DrillCommand),
+    Drill(drill::DrillCommand),
     /// Run a benchmark and print its figures as JSON (see docs/benchmarks.md).
     Bench {
         /// Which benchmark: agent, raft, dashboard, failover.
@@ -209,26 +210,6 @@ impl From<Kind> for leitstand_proto::identity::PeerKind {
     }
 }
 
-#[derive(Subcommand, Debug)]
-enum DrillCommand {
-    /// List the drill scenarios.
-    List,
-    /// Run a drill scenario.
-    Run {
-        scenario: String,
-        #[arg(long)]
-        seed: Option<u64>,
-        #[arg(long)]
-        report: Option<PathBuf>,
-    },
-}
-
-/// Exit status 2 with a plain sentence: the command exists, its work has not landed.
-fn not_available(command: &str, arrives_with: &str) -> ExitCode {
-    tracing::error!("leitstand {command}: not available yet (arrives with {arrives_with})");
-    ExitCode::from(2)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The sandbox keeps its logs off the dashboard's screen.
@@ -292,7 +273,7 @@ fn main() -> ExitCode {
         Command::Runbook(command) => runbook::run(command),
         Command::Audit(command) => block_on(audit::run(command)),
         Command::Cluster(command) => block_on(cluster::run(command)),
-        Command::Drill(_) => not_available("drill", "the chaos drills"),
+        Command::Drill(command) => block_on(drill::run(command)),
         Command::Completions { shell } => manual::completions(Cli::command(), shell),
         Command::Man { dir } => manual::man(Cli::command(), dir),
         Command::Bench {
@@ -365,6 +346,10 @@ async fn run_controller(path: PathBuf) -> ExitCode {
         Ok(controller) => controller,
         Err(e) => return controller_exit(&e),
     };
+    // A node that can no longer persist (disk full, I/O errors) has stopped
+    // its Raft node: exit 1 so the service manager restarts it once the
+    // cause is fixed, instead of refusing work for ever.
+    let mut raft_failed = false;
     loop {
         tokio::select! {
             _ = hangup.recv() => match controller.reload_tls() {
@@ -373,10 +358,16 @@ async fn run_controller(path: PathBuf) -> ExitCode {
             },
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
+            () = controller.raft_stopped() => {
+                tracing::error!("the Raft node stopped (see the error above); the controller exits so that it can be restarted");
+                raft_failed = true;
+                break;
+            }
         }
     }
     tracing::info!("controller stopping");
     match controller.shutdown(Duration::from_secs(5)).await {
+        Ok(()) if raft_failed => ExitCode::FAILURE,
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => controller_exit(&e),
     }

@@ -19,6 +19,11 @@
 //! Files under `state_dir`: `fencing/<service>.json` (highest token) and
 //! `decisions/<decision id>.json` (started marker, then the result). The
 //! names are validated identifiers, so they cannot leave these directories.
+//!
+//! Test-only: built with the cargo feature `chaos-break-fencing` (never in
+//! a build that ships), `LEITSTAND_CHAOS_BREAK_FENCING=1` skips the token
+//! comparison of step 3, so that the chaos checker can show it catches a
+//! violation of I2. Without the feature that code does not exist.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -111,6 +116,35 @@ pub(crate) struct Executor {
     fencing_dir: PathBuf,
     decisions_dir: PathBuf,
     service_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Fencing switched off on purpose (see [`chaos`]).
+    #[cfg(feature = "chaos-break-fencing")]
+    fencing_broken: bool,
+}
+
+/// The chaos checker's self-test switch: with the feature
+/// `chaos-break-fencing` compiled in, `LEITSTAND_CHAOS_BREAK_FENCING=1`
+/// makes the executor run lower fencing tokens (it still records them).
+#[cfg(feature = "chaos-break-fencing")]
+mod chaos {
+    pub(super) const VARIABLE: &str = "LEITSTAND_CHAOS_BREAK_FENCING";
+
+    /// Whether the variable's value switches fencing off: exactly `1`.
+    pub(super) fn fencing_broken(value: Option<&std::ffi::OsStr>) -> bool {
+        value.is_some_and(|v| v == "1")
+    }
+
+    /// Reads the variable, and says so loudly when it switches fencing off.
+    pub(super) fn from_env() -> bool {
+        let broken = fencing_broken(std::env::var_os(VARIABLE).as_deref());
+        if broken {
+            tracing::error!(
+                variable = VARIABLE,
+                "FENCING IS DISABLED: this test build runs actions with stale fencing tokens \
+                 (invariant I2 is broken on purpose); never run it in production"
+            );
+        }
+        broken
+    }
 }
 
 impl std::fmt::Debug for Executor {
@@ -220,7 +254,21 @@ impl Executor {
             fencing_dir,
             decisions_dir,
             service_locks: Mutex::new(HashMap::new()),
+            #[cfg(feature = "chaos-break-fencing")]
+            fencing_broken: chaos::from_env(),
         })
+    }
+
+    /// Whether a request with `token` is refused as stale after `highest`.
+    fn is_stale(&self, token: FencingToken, highest: FencingToken) -> bool {
+        #[cfg(feature = "chaos-break-fencing")]
+        if self.fencing_broken {
+            if token < highest {
+                tracing::error!(%token, %highest, "FENCING IS DISABLED: running a stale fencing token");
+            }
+            return false;
+        }
+        token < highest
     }
 
     /// The allowlist, as announced to the controller.
@@ -298,7 +346,7 @@ impl Executor {
         }
         let fencing_file = self.fencing_dir.join(format!("{}.json", request.service));
         if let Some(highest) = read_json::<StoredToken>(&fencing_file)?.map(FencingToken::from)
-            && request.token < highest
+            && self.is_stale(request.token, highest)
         {
             return Ok(refused(
                 message,
@@ -632,6 +680,39 @@ mod tests {
             v1::ActionOutcome::Succeeded
         );
         assert_eq!(runs(&journal).len(), 3);
+    }
+
+    #[cfg(feature = "chaos-break-fencing")]
+    #[tokio::test]
+    async fn the_chaos_switch_runs_a_lower_token_and_still_records_it() {
+        use std::ffi::OsStr;
+        assert!(chaos::fencing_broken(Some(OsStr::new("1"))));
+        for off in [None, Some(OsStr::new("0")), Some(OsStr::new("true"))] {
+            assert!(!chaos::fencing_broken(off), "{off:?} leaves fencing on");
+        }
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (action, journal) = journaling(dir.path(), "activate-lte");
+        let state = dir.path().join("state");
+        let mut executor = Executor::new(&state, vec![action]).expect("executor");
+        // As LEITSTAND_CHAOS_BREAK_FENCING=1 would at start (tests do not
+        // set the process environment: other tests run in parallel).
+        executor.fencing_broken = true;
+        for (decision, term, index) in [("d-5", 5, 50), ("d-old", 4, 99)] {
+            let result = executor
+                .execute(request(decision, "activate-lte", term, index))
+                .await;
+            assert_eq!(outcome(&result), v1::ActionOutcome::Succeeded, "{result:?}");
+        }
+        assert_eq!(
+            runs(&journal),
+            vec!["d-5 5.50", "d-old 4.99"],
+            "the lower token ran after the higher one: I2 broken on purpose"
+        );
+        let recorded: StoredToken = read_json(&state.join("fencing/dispatch-uplink.json"))
+            .expect("readable")
+            .expect("recorded");
+        assert_eq!(recorded, StoredToken { term: 4, index: 99 });
     }
 
     #[tokio::test]

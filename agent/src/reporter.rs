@@ -43,6 +43,17 @@ const MAX_HINTS_IN_A_ROW: u32 = 3;
 const MAX_ACTIONS_IN_FLIGHT: usize = 16;
 /// Action results kept for a controller that is not reachable right now.
 const MAX_PENDING_ACTION_RESULTS: usize = 256;
+/// A report the controller has not acknowledged this long after it went
+/// out means the session is dead even if TCP has not noticed (a link that
+/// drops everything, a frozen controller): the agent moves on to another
+/// controller. Twice the report interval, within these bounds.
+const ACK_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+const ACK_TIMEOUT_MAX: Duration = Duration::from_secs(10);
+
+fn ack_timeout(report_interval: Duration) -> Duration {
+    (report_interval * 2).clamp(ACK_TIMEOUT_MIN, ACK_TIMEOUT_MAX)
+}
+
 /// Encoded bytes of unacknowledged reports kept at most, whatever their
 /// number: the buffer's memory bound (docs/ARCHITECTURE.md).
 pub(crate) const MAX_BUFFER_BYTES: usize = 4 << 20;
@@ -125,6 +136,8 @@ pub(crate) struct Reporter {
     buffer: VecDeque<v1::Report>,
     /// Encoded size of `buffer`.
     buffer_bytes: usize,
+    /// When the controller last acknowledged a report.
+    last_ack: Option<Instant>,
     dropped: u64,
     /// The latest result of every check, sent with each report.
     latest: BTreeMap<String, v1::CheckResult>,
@@ -158,6 +171,7 @@ impl Reporter {
             next_seq: 1,
             buffer: VecDeque::new(),
             buffer_bytes: 0,
+            last_ack: None,
             dropped: 0,
             latest: BTreeMap::new(),
             actions_in_flight: Arc::new(Semaphore::new(MAX_ACTIONS_IN_FLIGHT)),
@@ -317,15 +331,24 @@ impl Reporter {
         let mut next_controller = 0usize;
         let mut leader_hint: Option<String> = None;
         let mut hints_in_a_row = 0u32;
+        // The controller whose session just failed: not the next one tried
+        // (a dead leader's address would otherwise come round again at once
+        // after following its hint, and cost a connect timeout).
+        let mut failed: Option<String> = None;
         loop {
             let address = leader_hint.take().unwrap_or_else(|| {
-                let a = self.config.controllers[next_controller % self.config.controllers.len()]
-                    .clone();
+                let controllers = &self.config.controllers;
+                let mut a = controllers[next_controller % controllers.len()].clone();
                 next_controller = next_controller.wrapping_add(1);
+                if controllers.len() > 1 && failed.as_ref() == Some(&a) {
+                    a = controllers[next_controller % controllers.len()].clone();
+                    next_controller = next_controller.wrapping_add(1);
+                }
                 a
             });
             let started = Instant::now();
             let end = self.session(&address).await;
+            failed = matches!(end, SessionEnd::Failed(_)).then(|| address.clone());
             if started.elapsed() >= HEALTHY_SESSION {
                 backoff.reset();
             }
@@ -462,11 +485,26 @@ impl Reporter {
                 }),
         );
         let mut first_ack_logged = false;
+        let ack_timeout = ack_timeout(self.config.interval);
+        // Since when a report sent on this session waits for its Ack.
+        let mut awaiting_ack: Option<Instant> = None;
         let end = loop {
+            let ack_deadline = awaiting_ack.map(|since| since + ack_timeout);
+            let no_ack = async {
+                match ack_deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             if let Some(message) = queue.pop_front() {
                 tokio::select! {
                     permit = outbound.reserve() => match permit {
-                        Ok(permit) => permit.send(message),
+                        Ok(permit) => {
+                            if matches!(message.kind, Some(agent_message::Kind::Report(_))) {
+                                awaiting_ack.get_or_insert_with(Instant::now);
+                            }
+                            permit.send(message);
+                        }
                         Err(_) => {
                             queue.push_front(message);
                             break SessionEnd::Failed("outbound stream closed".into());
@@ -478,7 +516,9 @@ impl Reporter {
                             Ok(more) => queue.extend(more),
                             Err(end) => break end,
                         }
+                        awaiting_ack = self.still_awaiting(awaiting_ack);
                     }
+                    () = no_ack => break no_ack_end(ack_timeout),
                 }
                 continue;
             }
@@ -487,10 +527,14 @@ impl Reporter {
                     Some(messages) => queue.extend(messages),
                     None => break SessionEnd::Stopped,
                 },
-                next = inbound.message() => match self.on_inbound(next, address, &mut first_ack_logged) {
-                    Ok(more) => queue.extend(more),
-                    Err(end) => break end,
-                },
+                next = inbound.message() => {
+                    match self.on_inbound(next, address, &mut first_ack_logged) {
+                        Ok(more) => queue.extend(more),
+                        Err(end) => break end,
+                    }
+                    awaiting_ack = self.still_awaiting(awaiting_ack);
+                }
+                () = no_ack => break no_ack_end(ack_timeout),
             }
         };
         // Reports stay in the buffer anyway; unsent action results wait for
@@ -501,6 +545,17 @@ impl Reporter {
             }
         }
         end
+    }
+
+    /// After a message from the controller: an Ack that emptied the buffer
+    /// ends the wait; one that left reports waiting restarts it (the
+    /// controller is alive and working through them).
+    fn still_awaiting(&self, awaiting: Option<Instant>) -> Option<Instant> {
+        match awaiting {
+            Some(_) if self.buffer.is_empty() => None,
+            Some(since) if self.last_ack.is_some_and(|at| at >= since) => Some(Instant::now()),
+            other => other,
+        }
     }
 
     /// Handles one message from the controller; returns what to send in
@@ -514,6 +569,7 @@ impl Reporter {
         match next {
             Ok(Some(v1::ControllerMessage { kind: Some(kind) })) => match kind {
                 controller_message::Kind::Ack(ack) => {
+                    self.last_ack = Some(Instant::now());
                     while self.buffer.front().is_some_and(|r| r.seq <= ack.seq) {
                         self.pop_oldest();
                     }
@@ -547,6 +603,12 @@ impl Reporter {
             ))),
         }
     }
+}
+
+fn no_ack_end(waited: Duration) -> SessionEnd {
+    SessionEnd::Failed(format!(
+        "no acknowledgement within {waited:?}: the controller or the link to it is gone"
+    ))
 }
 
 fn report_message(report: v1::Report) -> v1::AgentMessage {

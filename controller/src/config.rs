@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use crate::Error;
 
-use leitstand_proto::domain::bounds::MAX_MEMBERS;
+use leitstand_proto::domain::bounds::{MAX_ADDRESS_BYTES, MAX_MEMBERS};
 
 /// A validated controller configuration.
 #[derive(Debug, Clone)]
@@ -25,6 +25,12 @@ pub struct ControllerConfig {
     pub tls: TlsFiles,
     /// Node id → listen address of every member, this node included.
     pub peers: BTreeMap<NodeId, String>,
+    /// `[cluster] peer_routes`: node id → the address this node dials to
+    /// reach that peer when it differs from the advertised one (NAT, an SSH
+    /// tunnel, a relay, the chaos sandbox's fault proxy). Local only: only
+    /// the Raft transport uses it; it is never replicated, and clients are
+    /// always told the advertised addresses.
+    pub peer_routes: BTreeMap<NodeId, String>,
     pub raft: RaftSettings,
     pub rbac: Rbac,
     /// `[telemetry]`: the OTLP push (off unless `otlp_endpoint` is set).
@@ -99,6 +105,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawCluster {
     peers: Spanned<BTreeMap<String, Spanned<String>>>,
+    #[serde(default)]
+    peer_routes: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
     #[serde(default)]
     join: bool,
     #[serde(default)]
@@ -178,6 +186,7 @@ impl ControllerConfig {
                 ),
             ));
         }
+        let peer_routes = peer_routes(&source, node_id, raw.cluster.peer_routes.as_ref())?;
         let raft = raft_settings(&source, &raw.cluster)?;
         let (rbac, rbac_span) = raw
             .rbac
@@ -201,11 +210,63 @@ impl ControllerConfig {
             metrics_listen,
             tls: raw.tls.resolved(|p| source.resolve(p)),
             peers,
+            peer_routes,
             raft,
             rbac,
             telemetry: crate::telemetry::TelemetrySettings::from_raw(&source, raw.telemetry)?,
         })
     }
+}
+
+/// `[cluster] peer_routes`: at most [`MAX_MEMBERS`] entries, each a node
+/// id other than this node's and a host:port.
+fn peer_routes(
+    source: &ConfigSource,
+    node_id: NodeId,
+    raw: Option<&Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+) -> Result<BTreeMap<NodeId, String>, Error> {
+    let at = |span: std::ops::Range<usize>, msg: String| Error::Config(source.error_at(span, msg));
+    let Some(raw) = raw else {
+        return Ok(BTreeMap::new());
+    };
+    if raw.get_ref().len() > MAX_MEMBERS {
+        return Err(at(
+            raw.span(),
+            format!(
+                "[cluster] peer_routes has {} entries; at most {MAX_MEMBERS} (one per other member)",
+                raw.get_ref().len()
+            ),
+        ));
+    }
+    let mut routes = BTreeMap::new();
+    for (id, address) in raw.get_ref() {
+        let text = id.get_ref();
+        let id = text.parse().ok().and_then(NodeId::new).ok_or_else(|| {
+            at(
+                id.span(),
+                format!("[cluster] peer_routes: {text:?} is not a node id (1 or more)"),
+            )
+        })?;
+        if id == node_id {
+            return Err(at(
+                address.span(),
+                format!(
+                    "[cluster] peer_routes names this node ({id}); a route says how to reach another member"
+                ),
+            ));
+        }
+        let text = address.get_ref();
+        if text.len() > MAX_ADDRESS_BYTES || !is_host_port(text) {
+            return Err(at(
+                address.span(),
+                format!(
+                    "[cluster] peer_routes: route to node {id} {text:?} is not host:port (at most {MAX_ADDRESS_BYTES} bytes)"
+                ),
+            ));
+        }
+        routes.insert(id, text.clone());
+    }
+    Ok(routes)
 }
 
 fn raft_settings(source: &ConfigSource, raw: &RawCluster) -> Result<RaftSettings, Error> {
@@ -275,4 +336,84 @@ fn raft_settings(source: &ConfigSource, raw: &RawCluster) -> Result<RaftSettings
             defaults.keep_entries_after_snapshot,
         )?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// controller.toml up to `[cluster]` and its `peers` line: line 10 is
+    /// the first line a case adds.
+    const BASE: &str = "node_id = 1\nlisten = \"127.0.0.1:7401\"\ndata_dir = \"data\"\n\
+        [tls]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"c.key\"\n\
+        [cluster]\npeers = { 1 = \"127.0.0.1:7401\", 2 = \"127.0.0.1:7402\", 3 = \"127.0.0.1:7403\" }\n";
+
+    fn load(cluster: &str) -> Result<ControllerConfig, String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("controller.toml");
+        std::fs::write(&path, format!("{BASE}{cluster}")).expect("write controller.toml");
+        ControllerConfig::load(&path).map_err(|error| {
+            // Without the temp dir, so expectations can name the location.
+            error
+                .to_string()
+                .replace(&path.display().to_string(), "controller.toml")
+        })
+    }
+
+    #[test]
+    fn peer_routes_are_local_dial_addresses_of_other_members() {
+        let config = load("peer_routes = { 2 = \"127.0.0.1:17402\", 3 = \"relay.example:7\" }\n")
+            .expect("valid routes");
+        let routes: Vec<(u64, &str)> = config
+            .peer_routes
+            .iter()
+            .map(|(id, address)| (id.get(), address.as_str()))
+            .collect();
+        assert_eq!(routes, [(2, "127.0.0.1:17402"), (3, "relay.example:7")]);
+        // The advertised addresses stay what peers says.
+        assert_eq!(config.peers[&NodeId::new(2).expect("id")], "127.0.0.1:7402");
+        assert!(load("").expect("no routes").peer_routes.is_empty());
+    }
+
+    #[test]
+    fn peer_routes_mistakes_are_located() {
+        let nine = (2..=11)
+            .map(|id| format!("{id} = \"127.0.0.1:{}\"", 17400 + id))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let too_many = format!("peer_routes = {{ {nine} }}\n");
+        for (cluster, expected) in [
+            (
+                "peer_routes = { 1 = \"127.0.0.1:17401\" }\n",
+                "controller.toml:10:21: [cluster] peer_routes names this node (1)",
+            ),
+            (
+                "peer_routes = { 2 = \"127.0.0.1\" }\n",
+                "controller.toml:10:21: [cluster] peer_routes: route to node 2 \"127.0.0.1\" is not host:port",
+            ),
+            (
+                "peer_routes = { 2 = \"127.0.0.1:17402\", 3 = \":7\" }\n",
+                "controller.toml:10:44: [cluster] peer_routes: route to node 3 \":7\" is not host:port",
+            ),
+            (
+                "peer_routes = { 0 = \"127.0.0.1:17402\" }\n",
+                "controller.toml:10:17: [cluster] peer_routes: \"0\" is not a node id",
+            ),
+            (
+                "peer_routes = { x = \"127.0.0.1:17402\" }\n",
+                "controller.toml:10:17: [cluster] peer_routes: \"x\" is not a node id",
+            ),
+            (
+                too_many.as_str(),
+                "controller.toml:10:15: [cluster] peer_routes has 10 entries; at most 9",
+            ),
+            (
+                "peer_routes = [\"127.0.0.1:17402\"]\n",
+                "controller.toml:10:15:",
+            ),
+        ] {
+            let error = load(cluster).expect_err(cluster);
+            assert!(error.starts_with(expected), "{cluster}: {error}");
+        }
+    }
 }

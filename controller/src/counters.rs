@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use leitstand_proto::identity::CertificateInvalid;
+
 /// Why the controller refused something a peer sent after the handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
@@ -22,8 +24,12 @@ pub enum Rejection {
     HelloMissing,
     /// A new agent beyond the controller's agent limit.
     TooManyAgents,
-    /// An open stream whose certificate a reloaded CRL revokes.
+    /// A request, or an open stream, whose certificate a CRL loaded after
+    /// the handshake revokes.
     CertificateRevoked,
+    /// A request, or an open stream, whose certificate's notAfter passed
+    /// after the handshake.
+    CertificateExpired,
     /// A Raft batch whose `from` differs from the node id in the sending
     /// controller's certificate, or a controller certificate whose name is
     /// no node id.
@@ -35,7 +41,7 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 12] = [
+    pub const ALL: [Rejection; 13] = [
         Rejection::WrongKind,
         Rejection::IdentityMismatch,
         Rejection::InvalidMessage,
@@ -45,6 +51,7 @@ impl Rejection {
         Rejection::HelloMissing,
         Rejection::TooManyAgents,
         Rejection::CertificateRevoked,
+        Rejection::CertificateExpired,
         Rejection::NodeMismatch,
         Rejection::Unresponsive,
         Rejection::PermissionDenied,
@@ -61,9 +68,19 @@ impl Rejection {
             Rejection::HelloMissing => "hello_missing",
             Rejection::TooManyAgents => "too_many_agents",
             Rejection::CertificateRevoked => "certificate_revoked",
+            Rejection::CertificateExpired => "certificate_expired",
             Rejection::NodeMismatch => "node_identity_mismatch",
             Rejection::Unresponsive => "unresponsive",
             Rejection::PermissionDenied => "permission_denied",
+        }
+    }
+}
+
+impl From<&CertificateInvalid> for Rejection {
+    fn from(invalid: &CertificateInvalid) -> Self {
+        match invalid {
+            CertificateInvalid::Revoked { .. } => Rejection::CertificateRevoked,
+            CertificateInvalid::Expired { .. } => Rejection::CertificateExpired,
         }
     }
 }

@@ -1,14 +1,18 @@
 //! AgentGateway.Session: one stream per agent. This file is the one place
 //! where session errors become `tonic::Status`.
 //!
-//! Order of checks: certificate kind → first message is a valid Hello →
-//! Hello's agent id equals the certificate's → register (a newer session of
-//! the same agent ends the older) → Welcome → reports, acknowledged by
-//! sequence number. Every refusal is logged with its reason, counted, and
+//! Order of checks: certificate still valid and of kind agent → first
+//! message is a valid Hello → Hello's agent id equals the certificate's →
+//! register (a newer session of the same agent ends the older) → Welcome →
+//! reports, acknowledged by sequence number. The certificate is checked
+//! again before every message is applied, after every TLS reload and every
+//! [`LEADERSHIP_CHECK`] while the agent is quiet: a certificate revoked by a
+//! reloaded CRL or past its notAfter ends the session with UNAUTHENTICATED
+//! within that period. Every refusal is logged with its reason, counted, and
 //! ends only this stream.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use leitstand_proto::domain::{AgentId, AgentMessage, NodeId, bounds};
 use leitstand_proto::identity::{PeerInfo, PeerKind, require_kind};
@@ -28,7 +32,8 @@ use crate::registry::{Accepted, Registry};
 
 /// The first message must arrive within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often an open session checks that this node still leads.
+/// How often an open session checks that this node still leads and that
+/// the agent's certificate is still valid.
 const LEADERSHIP_CHECK: Duration = Duration::from_millis(250);
 /// An agent must take an answer within this time.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -93,6 +98,18 @@ fn inbound_error(status: Status) -> Option<Refusal> {
     }
 }
 
+/// UNAUTHENTICATED, naming the reason, once the peer's certificate was
+/// revoked by a CRL loaded after the handshake or passed its notAfter.
+fn certificate_still_valid(peer: &PeerInfo) -> Result<(), Refusal> {
+    peer.still_valid(SystemTime::now()).map_err(|invalid| {
+        Refusal::new(
+            Rejection::from(&invalid),
+            Code::Unauthenticated,
+            invalid.to_string(),
+        )
+    })
+}
+
 struct TokenBucket {
     tokens: f64,
     updated: Instant,
@@ -133,6 +150,23 @@ impl AgentGateway for Gateway {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        // A connection opened before its certificate was revoked or expired
+        // opens no new session.
+        if let Some(peer) = request.extensions().get::<PeerInfo>()
+            && let Err(refusal) = certificate_still_valid(peer)
+        {
+            if let Some(why) = refusal.why {
+                self.counters.reject(why);
+                tracing::warn!(
+                    peer = %peer.remote_addr,
+                    identity = %peer.identity,
+                    reason = why.as_str(),
+                    "session refused: {}",
+                    refusal.status.message()
+                );
+            }
+            return Err(refusal.status);
+        }
         let peer = match require_kind(&request, PeerKind::Agent) {
             Ok(peer) => peer.clone(),
             Err(status) => {
@@ -265,6 +299,8 @@ impl SessionTask {
                 ));
             }
         };
+        // The Hello may have waited for up to HELLO_TIMEOUT.
+        certificate_still_valid(&self.peer)?;
         let certified = AgentId::from(self.peer.identity.name().clone());
         if hello.agent_id != certified {
             return Err(Refusal::new(
@@ -326,6 +362,8 @@ impl SessionTask {
                 let next = tokio::select! {
                     next = inbound.message() => next,
                     _ = leadership.tick() => {
+                        // A quiet agent's certificate expires too.
+                        certificate_still_valid(&self.peer)?;
                         if let Some(not_leader) = self.not_leader() {
                             tracing::info!(agent = %agent, leader = not_leader.leader_id, "leadership moved; sending the agent on");
                             self.send(controller_message::Kind::NotLeader(not_leader)).await?;
@@ -344,13 +382,8 @@ impl SessionTask {
                         return Err(Refusal::quiet(Code::Unavailable, "controller shutting down"));
                     }
                     Ok(()) = reloads.changed() => {
-                        if self.tls.is_revoked(&self.peer.serial) {
-                            return Err(Refusal::new(
-                                Rejection::CertificateRevoked,
-                                Code::Unauthenticated,
-                                "the certificate of this agent was revoked",
-                            ));
-                        }
+                        // At once rather than at the next tick.
+                        certificate_still_valid(&self.peer)?;
                         continue;
                     }
                 };
@@ -359,6 +392,8 @@ impl SessionTask {
                     Ok(None) => return Ok(()),
                     Err(status) => return inbound_error(status).map_or(Ok(()), Err),
                 };
+                // Nothing is applied on the word of an invalid certificate.
+                certificate_still_valid(&self.peer)?;
                 if !bucket.take() {
                     return Err(Refusal::new(
                         Rejection::RateLimited,

@@ -92,6 +92,8 @@ pub struct Controller {
     state: state::ClusterState,
     /// Keeps the transport's peers and the recorded addresses current.
     membership: JoinHandle<()>,
+    /// Stops serving health once the Raft node stopped on its own.
+    raft_watch: JoinHandle<()>,
     /// The failover engine (acts while this node leads).
     engine: JoinHandle<()>,
     registry: Arc<registry::Registry>,
@@ -106,6 +108,8 @@ pub struct Controller {
 impl Controller {
     /// Loads TLS material, binds `config.listen` and starts serving.
     pub async fn start(config: ControllerConfig) -> Result<Controller, Error> {
+        #[cfg(feature = "failpoints")]
+        failpoints_from_environment();
         leitstand_proto::files::create_private_dir(&config.data_dir).map_err(|source| {
             Error::DataDir {
                 path: config.data_dir.clone(),
@@ -143,10 +147,14 @@ impl Controller {
         let addresses = operator::AddressBook {
             configured: Arc::new(config.peers.clone()),
             replicated: state.watch_addresses(),
+            routes: Arc::new(config.peer_routes.clone()),
         };
+        if !config.peer_routes.is_empty() {
+            tracing::info!(routes = ?config.peer_routes, "dialling these peers through [cluster] peer_routes");
+        }
         let transport = Arc::new(raft::GrpcTransport::start(
             config.node_id,
-            &addresses.all(),
+            &addresses.dial_targets(),
             peer_tls.clone(),
             raft::PeerTransportConfig::default(),
         ));
@@ -194,6 +202,10 @@ impl Controller {
         health_reporter
             .set_serving::<AgentGatewayServer<gateway::Gateway>>()
             .await;
+        let raft_watch = tokio::spawn(refuse_when_raft_stops(
+            node.handle(),
+            health_reporter.clone(),
+        ));
         let (engine_inbox, engine) = engine::start(
             node.handle(),
             state.clone(),
@@ -220,6 +232,7 @@ impl Controller {
             rbac: config.rbac.clone(),
             counters: counters.clone(),
             registry: registry.clone(),
+            storage: node.storage().downgrade(),
         };
         let peer = peer::PeerService {
             counters: counters.clone(),
@@ -259,6 +272,7 @@ impl Controller {
             node,
             state,
             membership,
+            raft_watch,
             engine,
             registry,
             counters,
@@ -283,6 +297,17 @@ impl Controller {
     /// Whether this controller is the Raft leader now.
     pub fn is_leader(&self) -> bool {
         self.node.handle().status().role == ::raft::StateRole::Leader
+    }
+
+    /// Resolves once this controller's Raft node has stopped: at shutdown,
+    /// or on its own when it could not persist (a failed write to the Raft
+    /// log; see `raft/node.rs`). A stopped node acknowledges nothing more;
+    /// the controller then refuses all work until it is restarted, so a
+    /// binary may as well exit (code 1) when this resolves before shutdown.
+    pub async fn raft_stopped(&self) {
+        let mut status = self.node.handle().watch_status();
+        // The sender lives in the node's task: closed means stopped too.
+        let _ = status.wait_for(|status| !status.running).await;
     }
 
     /// The leader this controller knows of, if any.
@@ -342,6 +367,7 @@ impl Controller {
             .set_not_serving::<AgentGatewayServer<gateway::Gateway>>()
             .await;
         let _ = self.stop.send(true);
+        self.raft_watch.abort();
         self.membership.abort();
         self.engine.abort();
         if let Err(e) = self.node.stop().await {
@@ -364,6 +390,50 @@ impl Controller {
     }
 }
 
+/// Configures fail-rs from `FAILPOINTS` (e.g.
+/// `FAILPOINTS="storage::fsync=sleep(200)"`) once per process. fail-rs's
+/// scenario is process-wide and resets every point when set up, so the
+/// first controller of a process sets it up and keeps it for good; points
+/// configured later (`fail::cfg`, tests) are left alone. An invalid
+/// `FAILPOINTS` panics at start (fail-rs), which only a failpoints build
+/// can meet.
+#[cfg(feature = "failpoints")]
+fn failpoints_from_environment() {
+    static SETUP: std::sync::Once = std::sync::Once::new();
+    SETUP.call_once(|| {
+        let scenario = fail::FailScenario::setup();
+        tracing::warn!(configured = ?fail::list(), "this controller is built with failpoints (FAILPOINTS)");
+        // Dropping it would clear every point again.
+        std::mem::forget(scenario);
+    });
+}
+
+/// Once the Raft node stops on its own (a storage error: the disk is full
+/// or failing), this controller can acknowledge nothing: the node's status
+/// already says it leads nothing (sessions and operator writes are sent
+/// on, peers get no answer). This also tells health checkers and load
+/// balancers, and says in the log what an operator must do.
+async fn refuse_when_raft_stops(
+    raft: raft::NodeHandle,
+    health: tonic_health::server::HealthReporter,
+) {
+    let mut status = raft.watch_status();
+    if status.wait_for(|status| !status.running).await.is_err() {
+        // The node was dropped without a word (the controller itself was
+        // dropped): nothing left to tell.
+        return;
+    }
+    health
+        .set_not_serving::<AgentGatewayServer<gateway::Gateway>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    tracing::error!(
+        "this controller's Raft node has stopped (see the error above): it acknowledges nothing and refuses agents, operators and peers until it is restarted; fix the disk, then restart it, and it recovers from its Raft log"
+    );
+}
+
 fn node_config(config: &ControllerConfig) -> raft::NodeConfig {
     let settings = &config.raft;
     raft::NodeConfig {
@@ -377,7 +447,8 @@ fn node_config(config: &ControllerConfig) -> raft::NodeConfig {
 }
 
 /// Follows the replicated membership: points the transport at every known
-/// address, and has the first leader record the bootstrap members'
+/// member (through its `[cluster] peer_routes` entry where there is one),
+/// and has the first leader record the bootstrap members' advertised
 /// addresses in the log, so nodes added later learn them.
 async fn keep_membership_current(
     node_id: NodeId,
@@ -389,7 +460,7 @@ async fn keep_membership_current(
     let mut replicated = state.watch_addresses();
     let mut status = raft.watch_status();
     loop {
-        transport.set_peers(&addresses.all());
+        transport.set_peers(&addresses.dial_targets());
         let leading = status.borrow_and_update().role == ::raft::StateRole::Leader;
         if leading {
             record_bootstrap_addresses(node_id, &raft, &state, &addresses).await;

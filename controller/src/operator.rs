@@ -22,11 +22,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use leitstand_proto::domain::NodeId;
 use leitstand_proto::domain::bounds::{MAX_ADDRESS_BYTES, MAX_MEMBERS};
-use leitstand_proto::identity::{PeerKind, require_kind};
+use leitstand_proto::identity::{PeerInfo, PeerKind, require_kind};
 use leitstand_proto::operator::not_leader;
 use leitstand_proto::v1::{self, operator_server::Operator};
 use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
@@ -37,7 +37,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Rbac;
 use crate::counters::{Counters, Rejection};
-use crate::raft::{NodeHandle, ProposeError, ReplicationStatus};
+use crate::raft::{NodeHandle, ProposeError, ReplicationStatus, WeakStorage};
 use crate::state::{ClusterState, Command, MembershipContext, now_unix_ms};
 
 /// How long a read waits for a quorum to confirm it before the status is
@@ -89,11 +89,15 @@ pub(crate) fn role_of(rbac: &Rbac, name: &str) -> Option<Role> {
 
 /// Node id → address of the members, for leader hints and status: the
 /// replicated records, and `[cluster] peers` for members bootstrapped
-/// before their addresses were recorded.
+/// before their addresses were recorded. These are the advertised
+/// addresses, the only ones ever told to a client or recorded; `routes`
+/// (`[cluster] peer_routes`) changes only where this node's Raft transport
+/// dials ([`AddressBook::dial_targets`]).
 #[derive(Debug, Clone)]
 pub(crate) struct AddressBook {
     pub(crate) configured: Arc<BTreeMap<NodeId, String>>,
     pub(crate) replicated: watch::Receiver<BTreeMap<NodeId, String>>,
+    pub(crate) routes: Arc<BTreeMap<NodeId, String>>,
 }
 
 impl AddressBook {
@@ -106,11 +110,25 @@ impl AddressBook {
             .cloned()
     }
 
-    /// Every known address; the replicated one wins.
+    /// Every known advertised address; the replicated one wins.
     pub(crate) fn all(&self) -> BTreeMap<NodeId, String> {
         let mut all = (*self.configured).clone();
         all.extend(self.replicated.borrow().clone());
         all
+    }
+
+    /// Where the Raft transport dials each known member: its route when
+    /// `[cluster] peer_routes` has one, else its advertised address. A
+    /// route for a node that is not (yet) a known member adds nothing: the
+    /// membership decides whom to dial, the route only how.
+    pub(crate) fn dial_targets(&self) -> BTreeMap<NodeId, String> {
+        let mut targets = self.all();
+        for (id, address) in &mut targets {
+            if let Some(route) = self.routes.get(id) {
+                address.clone_from(route);
+            }
+        }
+        targets
     }
 }
 
@@ -122,6 +140,9 @@ pub(crate) struct OperatorService {
     pub(crate) rbac: Rbac,
     pub(crate) counters: Arc<Counters>,
     pub(crate) registry: Arc<crate::registry::Registry>,
+    /// The node's Raft log, read for the state digest (weak: an open
+    /// stream must not keep the file open after the node stopped).
+    pub(crate) storage: WeakStorage,
 }
 
 /// How often Watch looks for changes when nothing is committed.
@@ -130,6 +151,23 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 const WATCH_MIN_GAP: Duration = Duration::from_millis(200);
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+/// UNAUTHENTICATED, counted and logged, once `peer`'s certificate was
+/// revoked by a CRL reloaded after the handshake or passed its notAfter.
+fn certificate_still_valid(counters: &Counters, peer: &PeerInfo, call: &str) -> Result<(), Status> {
+    peer.still_valid(SystemTime::now()).map_err(|invalid| {
+        let why = Rejection::from(&invalid);
+        counters.reject(why);
+        tracing::warn!(
+            operator = %peer.identity,
+            peer = %peer.remote_addr,
+            call,
+            reason = why.as_str(),
+            "operator call refused: {invalid}"
+        );
+        Status::unauthenticated(invalid.to_string())
+    })
+}
 
 impl OperatorService {
     fn role_of_request<T>(&self, request: &Request<T>) -> v1::Role {
@@ -205,6 +243,11 @@ impl OperatorService {
         needed: Role,
         call: &str,
     ) -> Result<String, Status> {
+        // A connection opened before its certificate was revoked or expired
+        // carries no further call (I8).
+        if let Some(peer) = request.extensions().get::<PeerInfo>() {
+            certificate_still_valid(&self.counters, peer, call)?;
+        }
         let peer = require_kind(request, PeerKind::Operator)?;
         let name = peer.identity.name().to_string();
         match role_of(&self.rbac, &name) {
@@ -261,7 +304,31 @@ impl OperatorService {
         // operator still gets this node's view, marked as such.
         let confirmed = self.raft.read_index(READ_TIMEOUT).await.is_ok();
         let replication = self.inspect().await?;
-        Ok(self.describe(&replication, confirmed))
+        let mut reply = self.describe(&replication, confirmed);
+        let (applied, digest) = self.state_digest().await?;
+        reply.state_digest = hex(&digest);
+        reply.digest_applied_index = applied;
+        Ok(reply)
+    }
+
+    /// The applied index and the SHA-256 of the applied state, from one
+    /// read transaction of the redb file. It reads every record (a few MiB
+    /// at most), so it runs on a blocking thread and only for the status
+    /// calls, never for the Watch views built every second.
+    async fn state_digest(&self) -> Result<(u64, [u8; 32]), Status> {
+        let storage = self.storage.upgrade().ok_or_else(|| {
+            Status::unavailable("this controller's Raft log is closed (it is stopping)")
+        })?;
+        tokio::task::spawn_blocking(move || storage.state_digest())
+            .await
+            .map_err(|error| Status::internal(format!("reading the state digest: {error}")))?
+            .map_err(|error| {
+                tracing::error!(error = %leitstand_proto::error_chain(&error), "reading the state digest failed");
+                Status::internal(format!(
+                    "reading the state digest: {}",
+                    leitstand_proto::error_chain(&error)
+                ))
+            })
     }
 
     fn describe(&self, replication: &ReplicationStatus, confirmed: bool) -> v1::ClusterStatusReply {
@@ -318,6 +385,9 @@ impl OperatorService {
             snapshot_index: replication.snapshot_index,
             first_index: replication.first_index,
             last_index: replication.last_index,
+            // Filled in by `status_reply`; a Watch view goes without.
+            state_digest: String::new(),
+            digest_applied_index: 0,
         }
     }
 
@@ -447,6 +517,8 @@ impl Operator for OperatorService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.authorize(&request, Role::Viewer, "Watch")?;
         let role = self.role_of_request(&request);
+        let certificate = request.extensions().get::<PeerInfo>().cloned();
+        let counters = self.counters.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let state = self.state.clone();
         let registry = self.registry.clone();
@@ -460,6 +532,7 @@ impl Operator for OperatorService {
             rbac: self.rbac.clone(),
             counters: self.counters.clone(),
             registry: self.registry.clone(),
+            storage: self.storage.clone(),
         };
         tokio::spawn(async move {
             let cluster = |replication: Option<ReplicationStatus>| {
@@ -486,6 +559,12 @@ impl Operator for OperatorService {
                     changed = status.changed() => if changed.is_err() { return },
                     () = tokio::time::sleep(WATCH_INTERVAL) => {}
                     () = tx.closed() => return,
+                }
+                if let Some(peer) = &certificate
+                    && let Err(status) = certificate_still_valid(&counters, peer, "Watch")
+                {
+                    let _ = tx.send(Err(status)).await;
+                    return;
                 }
                 tokio::time::sleep(WATCH_MIN_GAP).await;
                 let next = crate::view::build(
@@ -937,5 +1016,56 @@ impl Operator for OperatorService {
             leader_id: self.node_id.get(),
             payload,
         }))
+    }
+}
+
+/// Lower-case hex, two digits a byte.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(entries: &[(u64, &str)]) -> BTreeMap<NodeId, String> {
+        entries
+            .iter()
+            .map(|&(id, address)| (NodeId::new(id).expect("a node id"), address.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_transport_dials_routes_and_everything_else_tells_the_advertised_addresses() {
+        let (recorded, replicated) = watch::channel(ids(&[(2, "10.0.0.2:7401")]));
+        let book = AddressBook {
+            configured: Arc::new(ids(&[(1, "a:1"), (2, "b:2"), (3, "c:3")])),
+            replicated,
+            // A route for node 9, not a member: dials no one.
+            routes: Arc::new(ids(&[(2, "127.0.0.1:17402"), (9, "127.0.0.1:17409")])),
+        };
+        assert_eq!(
+            book.dial_targets(),
+            ids(&[(1, "a:1"), (2, "127.0.0.1:17402"), (3, "c:3")])
+        );
+        // Leader hints, status and recorded addresses: never the route.
+        assert_eq!(
+            book.all(),
+            ids(&[(1, "a:1"), (2, "10.0.0.2:7401"), (3, "c:3")])
+        );
+        assert_eq!(book.get(2).as_deref(), Some("10.0.0.2:7401"));
+        assert_eq!(book.get(9), None);
+
+        // A member added later (replicated) is dialled through its route.
+        recorded.send_modify(|addresses| {
+            addresses.insert(NodeId::new(9).expect("id"), "i:9".into());
+        });
+        assert_eq!(
+            book.dial_targets()
+                .get(&NodeId::new(9).expect("id"))
+                .map(String::as_str),
+            Some("127.0.0.1:17409")
+        );
+        assert_eq!(book.get(9).as_deref(), Some("i:9"));
     }
 }

@@ -15,9 +15,10 @@
 //! with its reason, counted, and ends only this stream.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use leitstand_proto::domain::NodeId;
-use leitstand_proto::identity::{PeerKind, SpiffeId, require_kind};
+use leitstand_proto::identity::{CertificateInvalid, PeerInfo, PeerKind, SpiffeId, require_kind};
 use leitstand_proto::v1::peer_server::Peer;
 use leitstand_proto::v1::{RaftBatch, RaftDone};
 use protobuf::Message as _;
@@ -92,6 +93,9 @@ enum Refusal {
     },
     #[error("the Raft node here has stopped")]
     NodeStopped,
+    /// Revoked by a CRL reloaded after the handshake, or past its notAfter.
+    #[error(transparent)]
+    Certificate(CertificateInvalid),
     /// Raised by tonic while reading the stream.
     #[error("{}", .0.message())]
     Inbound(Status),
@@ -109,6 +113,7 @@ impl Refusal {
                 Some(Rejection::Oversized)
             }
             Refusal::NodeStopped => None,
+            Refusal::Certificate(invalid) => Some(Rejection::from(invalid)),
             Refusal::Inbound(status) => match status.code() {
                 Code::OutOfRange => Some(Rejection::Oversized),
                 Code::Internal => Some(Rejection::InvalidMessage),
@@ -128,6 +133,7 @@ impl Refusal {
                 Code::ResourceExhausted
             }
             Refusal::NodeStopped => Code::Unavailable,
+            Refusal::Certificate(_) => Code::Unauthenticated,
             Refusal::Inbound(status) => match status.code() {
                 Code::OutOfRange => Code::ResourceExhausted,
                 Code::Internal => Code::InvalidArgument,
@@ -157,6 +163,13 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<RaftBatch>>,
     ) -> Result<Response<RaftDone>, Status> {
+        // A connection opened before its certificate was revoked or expired
+        // opens no new Raft stream (I8).
+        if let Some(info) = request.extensions().get::<PeerInfo>()
+            && let Err(invalid) = info.still_valid(SystemTime::now())
+        {
+            return Err(Refusal::Certificate(invalid).into_status(&self.counters, &info.identity));
+        }
         let peer = require_kind(&request, PeerKind::Controller).inspect_err(|status| {
             if status.code() == Code::PermissionDenied {
                 self.counters.reject(Rejection::WrongKind);
@@ -168,13 +181,14 @@ impl Peer for PeerService {
             }
         })?;
         let identity = peer.identity.clone();
+        let certificate = peer.clone();
         let Some(inbox) = &self.inbox else {
             tracing::warn!(peer = %identity, "Raft traffic from a peer, but this controller runs as a single node");
             return Err(Status::unimplemented(
                 "this controller runs as a single node; Raft replication is not available yet",
             ));
         };
-        match receive(inbox.as_ref(), &identity, request.into_inner()).await {
+        match receive(inbox.as_ref(), &certificate, request.into_inner()).await {
             Ok(batches) => Ok(Response::new(RaftDone { batches })),
             Err(refusal) => Err(refusal.into_status(&self.counters, &identity)),
         }
@@ -184,14 +198,19 @@ impl Peer for PeerService {
 /// Reads batches until the peer closes the stream; the number received.
 async fn receive(
     inbox: &dyn RaftInbox,
-    identity: &SpiffeId,
+    certificate: &PeerInfo,
     mut stream: Streaming<RaftBatch>,
 ) -> Result<u64, Refusal> {
+    let identity = &certificate.identity;
     let sender = node_of(identity).ok_or_else(|| Refusal::NotANode {
         name: identity.name().as_str().to_owned(),
     })?;
     let mut batches = 0;
     while let Some(batch) = stream.message().await.map_err(Refusal::Inbound)? {
+        // Every batch: a link outlives neither a revocation nor its notAfter.
+        certificate
+            .still_valid(SystemTime::now())
+            .map_err(Refusal::Certificate)?;
         let messages = open_batch(batch, sender, inbox.node_id())?;
         if !inbox.deliver(messages) {
             return Err(Refusal::NodeStopped);

@@ -4,10 +4,12 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::domain::Identifier;
+use crate::tls::Revocations;
 
 /// What a certificate entitles its holder to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,7 +122,7 @@ impl SpiffeId {
 
     /// The one SPIFFE identity in a DER certificate's URI SANs.
     pub fn from_certificate(der: &[u8]) -> Result<Self, IdentityError> {
-        leaf_identity(der).map(|(id, _)| id)
+        leaf_identity(der).map(|leaf| leaf.identity)
     }
 
     /// Fails unless the identity belongs to `trust_domain`.
@@ -156,8 +158,16 @@ impl fmt::Display for SpiffeId {
     }
 }
 
-/// The SPIFFE identity and the serial number of a DER certificate.
-pub(crate) fn leaf_identity(der: &[u8]) -> Result<(SpiffeId, Vec<u8>), IdentityError> {
+/// What the server keeps of a client's leaf certificate.
+pub(crate) struct Leaf {
+    pub(crate) identity: SpiffeId,
+    pub(crate) serial: Vec<u8>,
+    pub(crate) not_after: SystemTime,
+}
+
+/// The SPIFFE identity, serial number and end of validity of a DER
+/// certificate.
+pub(crate) fn leaf_identity(der: &[u8]) -> Result<Leaf, IdentityError> {
     let (_, cert) =
         X509Certificate::from_der(der).map_err(|e| IdentityError::Unparsable(e.to_string()))?;
     let san = cert
@@ -176,7 +186,52 @@ pub(crate) fn leaf_identity(der: &[u8]) -> Result<(SpiffeId, Vec<u8>), IdentityE
         }
     }
     let identity = found.ok_or(IdentityError::Missing)?;
-    Ok((identity, cert.raw_serial().to_vec()))
+    // A notAfter before 1970 is as expired as any.
+    let not_after = u64::try_from(cert.validity().not_after.timestamp())
+        .map_or(UNIX_EPOCH, |secs| UNIX_EPOCH + Duration::from_secs(secs));
+    Ok(Leaf {
+        identity,
+        serial: cert.raw_serial().to_vec(),
+        not_after,
+    })
+}
+
+/// Why a certificate that was valid at the handshake is not any longer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateInvalid {
+    #[error(
+        "certificate serial {} revoked by the CRL reloaded at {}",
+        hex_serial(serial),
+        humantime::format_rfc3339_seconds(*reloaded_at)
+    )]
+    Revoked {
+        serial: Vec<u8>,
+        reloaded_at: SystemTime,
+    },
+    #[error(
+        "certificate expired at {}; renew it",
+        humantime::format_rfc3339_seconds(*not_after)
+    )]
+    Expired { not_after: SystemTime },
+}
+
+impl CertificateInvalid {
+    /// Stable label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CertificateInvalid::Revoked { .. } => "certificate_revoked",
+            CertificateInvalid::Expired { .. } => "certificate_expired",
+        }
+    }
+}
+
+/// A serial number as `openssl x509 -serial` prints it, colon-separated.
+pub fn hex_serial(serial: &[u8]) -> String {
+    serial
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// The verified peer of a connection, attached to every request it carries.
@@ -187,13 +242,53 @@ pub struct PeerInfo {
     /// Serial number of the peer's certificate, to re-check it against a
     /// CRL loaded after the handshake.
     pub serial: Vec<u8>,
+    /// The end of the certificate's validity: a connection outlives it only
+    /// until the next request or message.
+    pub not_after: SystemTime,
+    /// The CRL in force on the server that accepted the connection, updated
+    /// by every reload.
+    pub(crate) revocations: Revocations,
 }
 
-/// The verified peer of a gRPC request served through [`crate::tls::incoming`].
+impl PeerInfo {
+    /// Fails when the certificate presented at the handshake is no longer
+    /// valid at `now`: revoked by the CRL in force (loaded after the
+    /// handshake), or past its notAfter. Services call it for every request
+    /// and every message of a long-lived stream.
+    pub fn still_valid(&self, now: SystemTime) -> Result<(), CertificateInvalid> {
+        if let Some(reloaded_at) = self.revocations.revoked_by(&self.serial) {
+            return Err(CertificateInvalid::Revoked {
+                serial: self.serial.clone(),
+                reloaded_at,
+            });
+        }
+        if now > self.not_after {
+            return Err(CertificateInvalid::Expired {
+                not_after: self.not_after,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The verified peer of a gRPC request served through [`crate::tls::incoming`],
+/// if its certificate is still valid ([`PeerInfo::still_valid`]): a
+/// connection opened before its certificate was revoked or expired carries
+/// no further request. UNAUTHENTICATED otherwise, with the reason.
 pub fn peer_info<T>(request: &tonic::Request<T>) -> Result<&PeerInfo, tonic::Status> {
-    request.extensions().get::<PeerInfo>().ok_or_else(|| {
+    let peer = request.extensions().get::<PeerInfo>().ok_or_else(|| {
         tonic::Status::unauthenticated("no verified client certificate on this connection")
-    })
+    })?;
+    if let Err(invalid) = peer.still_valid(SystemTime::now()) {
+        tracing::warn!(
+            peer = %peer.remote_addr,
+            identity = %peer.identity,
+            reason = invalid.reason(),
+            "request refused: {invalid}"
+        );
+        return Err(tonic::Status::unauthenticated(invalid.to_string()));
+    }
+    Ok(peer)
 }
 
 /// The caller's identity if it is of `kind`; PERMISSION_DENIED otherwise.
@@ -226,6 +321,45 @@ mod tests {
         assert_eq!(
             id.to_string(),
             "spiffe://stadt.example/agent/ww-hengsteysee-1"
+        );
+    }
+
+    fn peer(serial: &[u8], not_after: SystemTime, revoked: &[&[u8]]) -> PeerInfo {
+        PeerInfo {
+            remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            identity: SpiffeId::parse("spiffe://stadt.example/agent/a").expect("valid"),
+            serial: serial.to_vec(),
+            not_after,
+            revocations: Revocations::new(revoked.iter().map(|s| s.to_vec()).collect()),
+        }
+    }
+
+    #[test]
+    fn a_certificate_stays_valid_until_revoked_or_expired() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let later = now + Duration::from_secs(60);
+        assert_eq!(peer(&[1], later, &[&[2]]).still_valid(now), Ok(()));
+
+        let expired = peer(&[1], now - Duration::from_secs(1), &[]).still_valid(now);
+        let Err(invalid) = expired else {
+            panic!("expected expiry, got {expired:?}")
+        };
+        assert_eq!(invalid.reason(), "certificate_expired");
+        assert_eq!(
+            invalid.to_string(),
+            "certificate expired at 2027-01-15T07:59:59Z; renew it"
+        );
+
+        let revoked = peer(&[0x3a, 0x07], later, &[&[0x3a, 0x07]]).still_valid(now);
+        let Err(invalid) = revoked else {
+            panic!("expected revocation, got {revoked:?}")
+        };
+        assert_eq!(invalid.reason(), "certificate_revoked");
+        assert!(
+            invalid
+                .to_string()
+                .starts_with("certificate serial 3a:07 revoked by the CRL reloaded at "),
+            "{invalid}"
         );
     }
 

@@ -11,10 +11,12 @@
 //! Reload ([`ServerTls::reload`], [`ClientTls::reload`], called on SIGHUP)
 //! builds a whole new rustls configuration from the files and swaps it in
 //! for new handshakes; established connections keep the configuration they
-//! were made with, so open streams continue. Services subscribe to reloads
-//! ([`ServerTls::reloads`]) and end the streams of peers whose certificate
-//! the new CRL revokes ([`ServerTls::is_revoked`]). A reload that fails keeps
-//! the previous material.
+//! were made with, so open streams continue. The CRL in force is shared with
+//! every accepted connection ([`Revocations`]), so that each request, and
+//! each message of a long stream, can be checked against the newest CRL and
+//! the certificate's notAfter ([`crate::identity::PeerInfo::still_valid`]);
+//! services subscribe to reloads ([`ServerTls::reloads`]) to check open
+//! streams at once. A reload that fails keeps the previous material.
 
 use std::collections::HashSet;
 use std::io;
@@ -24,7 +26,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -395,6 +397,8 @@ impl HandshakeCounters {
 pub struct ServerTls {
     files: TlsFiles,
     current: RwLock<Current<ServerConfig>>,
+    /// The CRL in force, shared with every connection accepted.
+    revocations: Revocations,
     counters: HandshakeCounters,
     reloads: watch::Sender<u64>,
 }
@@ -404,17 +408,62 @@ struct Current<C> {
     config: Arc<C>,
     trust_domain: String,
     identity: SpiffeId,
-    revoked: HashSet<Vec<u8>>,
 }
 
 impl<C> Current<C> {
-    fn new(config: C, m: Material) -> Self {
+    fn new(config: C, m: &Material) -> Self {
         Current {
             config: Arc::new(config),
-            trust_domain: m.trust_domain,
-            identity: m.identity,
-            revoked: m.revoked,
+            trust_domain: m.trust_domain.clone(),
+            identity: m.identity.clone(),
         }
+    }
+}
+
+/// The serial numbers the CRL in force on a server revokes, and when that
+/// CRL was loaded. Every connection the server accepted holds a handle, so a
+/// reload reaches connections opened before it.
+#[derive(Clone)]
+pub struct Revocations(Arc<RwLock<CrlInForce>>);
+
+struct CrlInForce {
+    serials: HashSet<Vec<u8>>,
+    loaded_at: SystemTime,
+}
+
+impl Revocations {
+    pub(crate) fn new(serials: HashSet<Vec<u8>>) -> Self {
+        Revocations(Arc::new(RwLock::new(CrlInForce {
+            serials,
+            loaded_at: SystemTime::now(),
+        })))
+    }
+
+    fn replace(&self, serials: HashSet<Vec<u8>>) {
+        *write_lock(&self.0) = CrlInForce {
+            serials,
+            loaded_at: SystemTime::now(),
+        };
+    }
+
+    /// When the CRL that revokes `serial` was loaded; `None` if the CRL in
+    /// force does not revoke it.
+    pub fn revoked_by(&self, serial: &[u8]) -> Option<SystemTime> {
+        let crl = read_lock(&self.0);
+        crl.serials.contains(serial).then_some(crl.loaded_at)
+    }
+}
+
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let crl = read_lock(&self.0);
+        f.debug_struct("Revocations")
+            .field("revoked", &crl.serials.len())
+            .field(
+                "loaded_at",
+                &humantime::format_rfc3339_seconds(crl.loaded_at),
+            )
+            .finish()
     }
 }
 
@@ -436,7 +485,8 @@ impl ServerTls {
         let config = build_server_config(&material)?;
         Ok(ServerTls {
             files,
-            current: RwLock::new(Current::new(config, material)),
+            current: RwLock::new(Current::new(config, &material)),
+            revocations: Revocations::new(material.revoked),
             counters: HandshakeCounters::default(),
             reloads: watch::Sender::new(0),
         })
@@ -448,7 +498,8 @@ impl ServerTls {
     pub fn reload(&self) -> Result<(), Error> {
         let material = Material::load(&self.files)?;
         let config = build_server_config(&material)?;
-        *write_lock(&self.current) = Current::new(config, material);
+        *write_lock(&self.current) = Current::new(config, &material);
+        self.revocations.replace(material.revoked);
         self.reloads.send_modify(|generation| *generation += 1);
         Ok(())
     }
@@ -460,7 +511,7 @@ impl ServerTls {
 
     /// Whether the CRL in force revokes the certificate with `serial`.
     pub fn is_revoked(&self, serial: &[u8]) -> bool {
-        read_lock(&self.current).revoked.contains(serial)
+        self.revocations.revoked_by(serial).is_some()
     }
 
     pub fn identity(&self) -> SpiffeId {
@@ -607,22 +658,24 @@ async fn handshake(
         .peer_certificates()
         .and_then(|c| c.first())
     {
-        Some(leaf) => leaf_identity(leaf).and_then(|(id, serial)| {
-            id.require_trust_domain(&trust_domain)?;
-            Ok((id, serial))
+        Some(leaf) => leaf_identity(leaf).and_then(|leaf| {
+            leaf.identity.require_trust_domain(&trust_domain)?;
+            Ok(leaf)
         }),
         None => Err(IdentityError::Missing),
     };
     match identity {
-        Ok((identity, serial)) => {
+        Ok(leaf) => {
             tls.counters.accepted.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(peer = %remote_addr, %identity, "TLS connection accepted");
+            tracing::debug!(peer = %remote_addr, identity = %leaf.identity, "TLS connection accepted");
             Some(TlsConnection {
                 stream,
                 info: PeerInfo {
                     remote_addr,
-                    identity,
-                    serial,
+                    identity: leaf.identity,
+                    serial: leaf.serial,
+                    not_after: leaf.not_after,
+                    revocations: tls.revocations.clone(),
                 },
             })
         }
@@ -676,7 +729,7 @@ impl ClientTls {
         let config = build_client_config(&material)?;
         Ok(ClientTls {
             files,
-            current: RwLock::new(Current::new(config, material)),
+            current: RwLock::new(Current::new(config, &material)),
         })
     }
 
@@ -685,7 +738,7 @@ impl ClientTls {
     pub fn reload(&self) -> Result<(), Error> {
         let material = Material::load(&self.files)?;
         let config = build_client_config(&material)?;
-        *write_lock(&self.current) = Current::new(config, material);
+        *write_lock(&self.current) = Current::new(config, &material);
         Ok(())
     }
 

@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod deploy;
 mod dev;
+mod drill;
 mod e2e;
 mod failover;
 mod logs;

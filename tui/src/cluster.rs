@@ -367,6 +367,8 @@ mod tests {
             joint_configuration: false,
             snapshot_index: 100,
             first_index: 101,
+            state_digest: String::new(),
+            digest_applied_index: 0,
             last_index: 120,
         }
     }

@@ -71,14 +71,18 @@ pub(crate) struct Windows {
 
 impl Windows {
     /// Adds a report received at `now`. A check result counts once: a
-    /// report repeating a result (same or older observation time) does not
-    /// extend its run.
+    /// report repeating a result (the same observation time) does not
+    /// extend its run. An observation time *before* the last one is a new
+    /// result all the same: reports arrive in sequence order (the gateway
+    /// drops replays), so it means the agent's clock stepped back, and
+    /// ignoring it would freeze the vantage point at its last state for as
+    /// long as the step (drill `agent-clock-skew`).
     pub(crate) fn record(&mut self, agent: &AgentId, report: &Report, now: Instant) {
         self.seen.insert(agent.clone(), now);
         for check in &report.checks {
             let key = (agent.clone(), check.name.as_str().to_owned());
             match self.checks.get_mut(&key) {
-                Some(window) if check.observed_at_unix_ms <= window.last_observed_ms => {}
+                Some(window) if check.observed_at_unix_ms == window.last_observed_ms => {}
                 Some(window) => {
                     if class(window.status) == class(check.status) {
                         window.consecutive = window.consecutive.saturating_add(1);

@@ -401,11 +401,27 @@ impl Engine {
             let Some(target) = service.path(&target) else {
                 continue;
             };
+            // The committed state says Healthy, but a path keeps its state
+            // until a quorum says otherwise: it may be failing right now
+            // (drill `all-paths-down`). Only a target a quorum of fresh
+            // vantage points passes now is switched to, so the decision's
+            // evidence proves it (I4).
+            let target_verdict = evaluate::path(target, &self.windows, leader_since, now);
+            if target_verdict.passing < target_verdict.quorum {
+                tracing::debug!(
+                    service = name,
+                    target = %target.name,
+                    passing = target_verdict.passing,
+                    quorum = target_verdict.quorum,
+                    "not switching: the target's vantage points do not pass right now"
+                );
+                continue;
+            }
             let mut evidence: Vec<Evidence> = Vec::new();
             if let Some(active) = service.path(&record.active_path) {
                 evidence.extend(evaluate::path(active, &self.windows, leader_since, now).evidence);
             }
-            evidence.extend(evaluate::path(target, &self.windows, leader_since, now).evidence);
+            evidence.extend(target_verdict.evidence);
             let reason = match kind {
                 DecisionKind::Failover => format!(
                     "path {} failed; {} is the healthy path of highest priority",

@@ -18,7 +18,7 @@ pub(crate) use node::{
     StateMachine,
 };
 pub(crate) use peer_transport::{GrpcTransport, LinkStats, PeerTransportConfig};
-pub(crate) use storage::{RedbStorage, StateRecords, StateWrites, StorageOptions};
+pub(crate) use storage::{RedbStorage, StateRecords, StateWrites, StorageOptions, WeakStorage};
 
 #[cfg(test)]
 mod tests;

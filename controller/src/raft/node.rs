@@ -50,8 +50,15 @@
 //!
 //! A storage error at any step is fatal for the node (fail-stop): the task
 //! ends, the error is returned from [`RaftNode::stop`] and logged, and
-//! proposals waiting on it fail with [`ProposeError::Stopped`]. Restarting
-//! recovers everything acknowledged from the file.
+//! proposals waiting on it fail with [`ProposeError::Stopped`]. Nothing the
+//! failed write was to make durable is acknowledged: persisted messages
+//! (votes, append responses) are sent only after step 4 succeeds, and
+//! proposals are answered only after step 9. The storage refuses every
+//! later write, and the published status says `running: false`, no role
+//! but follower and no leader, so nothing in the controller acts as if this
+//! node could still commit. raft-rs is not called again, so it cannot
+//! panic on the failed storage. Restarting recovers everything
+//! acknowledged from the file.
 //!
 //! # Proposals
 //!
@@ -1220,13 +1227,20 @@ impl Driver {
         move |source| NodeError::Storage { node, step, source }
     }
 
+    /// What readers see. A stopped node leads and follows no one, whatever
+    /// its `RawNode` last said: a leader whose disk failed must not go on
+    /// welcoming agents or deciding as if it could commit.
     fn current_status(&self, running: bool) -> NodeStatus {
         let raft = &self.raw.raft;
         NodeStatus {
             id: self.node.get(),
-            role: raft.state,
+            role: if running {
+                raft.state
+            } else {
+                StateRole::Follower
+            },
             term: raft.term,
-            leader: Some(raft.leader_id).filter(|&id| id != 0),
+            leader: Some(raft.leader_id).filter(|&id| running && id != 0),
             commit: raft.raft_log.committed,
             applied: self.applied,
             running,

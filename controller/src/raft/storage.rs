@@ -47,6 +47,14 @@
 //! After a failed commit the storage refuses further writes (fail-stop):
 //! what reached the disk is unknown, and a retried fsync can falsely succeed.
 //!
+//! # Failpoints (feature `failpoints` only)
+//!
+//! Built with the `failpoints` feature, the commits pass fail-rs points
+//! (see [`failpoints`]); without it nothing of them exists. A point that
+//! returns fails the commit as a failing disk would: the transaction is
+//! aborted and the storage is failed, exactly the path of a real commit
+//! error.
+//!
 //! # Memory
 //!
 //! Hot metadata lives in memory: first/last index, hard state, conf state,
@@ -123,6 +131,47 @@ pub(super) mod key {
 const RECOVER: &str = "It is refused, not reset. To recover: stop this node, move the file \
     aside (keep it for analysis) and restart the node; it rejoins empty and catches up from \
     the others by snapshot. Do this only while a majority of the other nodes is healthy";
+
+/// The fail-rs points of the storage.
+/// Each is also evaluated as `<name>@<node id>` (e.g. `storage::fsync@2`),
+/// which acts on that node only: for clusters of several nodes in one
+/// process, where fail-rs's registry is shared. A controller process reads
+/// `FAILPOINTS` at start, e.g. `FAILPOINTS="storage::fsync=sleep(200)"`.
+pub(crate) mod failpoints {
+    /// Just before every fsynced commit: entries and hard state (the
+    /// Ready's persist step), the membership, a snapshot, the stop's sync.
+    /// `sleep(ms)`: a slow disk; `return`: the commit fails with an I/O
+    /// error "injected by failpoint storage::fsync" (a full or failing
+    /// disk), and the storage refuses every later write.
+    pub(crate) const FSYNC: &str = "storage::fsync";
+    /// Just before the applied state's transaction (the state machine's
+    /// records and the applied index) commits. `return` fails it as above.
+    pub(crate) const APPLY: &str = "storage::apply";
+
+    /// The failure `point` injects on node `node`, if it is configured to
+    /// return.
+    #[cfg(feature = "failpoints")]
+    pub(super) fn injected(
+        point: &'static str,
+        node: leitstand_proto::domain::NodeId,
+    ) -> Option<redb::Error> {
+        fn eval(name: &str) -> Option<redb::Error> {
+            fail::fail_point!(name, |_| Some(redb::Error::Io(std::io::Error::other(
+                format!("injected by failpoint {name}")
+            ))));
+            None
+        }
+        eval(point).or_else(|| eval(&format!("{point}@{node}")))
+    }
+
+    #[cfg(not(feature = "failpoints"))]
+    pub(super) fn injected(
+        _point: &'static str,
+        _node: leitstand_proto::domain::NodeId,
+    ) -> Option<redb::Error> {
+        None
+    }
+}
 
 /// When a write returns relative to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -619,6 +668,19 @@ pub(crate) struct RedbStorage {
     inner: Arc<Inner>,
 }
 
+/// A [`RedbStorage`] that does not keep the file open: for readers that
+/// may outlive the node (an operator's stream), so a stopped node's file
+/// can be opened again at once.
+#[derive(Debug, Clone)]
+pub(crate) struct WeakStorage(std::sync::Weak<Inner>);
+
+impl WeakStorage {
+    /// The storage, while the node (or anyone else) still has it open.
+    pub(crate) fn upgrade(&self) -> Option<RedbStorage> {
+        self.0.upgrade().map(|inner| RedbStorage { inner })
+    }
+}
+
 impl std::fmt::Debug for RedbStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbStorage")
@@ -729,6 +791,11 @@ impl RedbStorage {
         })
     }
 
+    /// A handle that does not keep the file open.
+    pub(crate) fn downgrade(&self) -> WeakStorage {
+        WeakStorage(Arc::downgrade(&self.inner))
+    }
+
     #[cfg(test)]
     pub(crate) fn path(&self) -> &Path {
         &self.inner.path
@@ -787,12 +854,27 @@ impl RedbStorage {
 
     /// Runs `body` in one write transaction and commits it with the
     /// configured durability. The caller holds the state's write lock, so
-    /// validation, transaction and cache update are one step.
+    /// validation, transaction and cache update are one step. A commit
+    /// that is to be fsynced passes the [`failpoints::FSYNC`] point first.
     fn transact(
         &self,
         state: &mut State,
         op: &'static str,
         flush: Flush,
+        body: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let point = (flush == Flush::Now).then_some(failpoints::FSYNC);
+        self.transact_at(state, op, flush, point, body)
+    }
+
+    /// [`RedbStorage::transact`], passing the failpoint `point` (if any)
+    /// just before the commit.
+    fn transact_at(
+        &self,
+        state: &mut State,
+        op: &'static str,
+        flush: Flush,
+        point: Option<&'static str>,
         body: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let path = &self.inner.path;
@@ -809,7 +891,18 @@ impl RedbStorage {
             }
             return Err(error);
         }
-        txn.commit().map_err(|source| {
+        let injected = point.and_then(|point| failpoints::injected(point, self.inner.node_id));
+        let committed = match injected {
+            // As if the commit had failed: nothing of it reaches the file.
+            Some(failure) => {
+                if let Err(abort) = txn.abort() {
+                    tracing::warn!(path = %path.display(), op, error = %abort, "aborting a Raft log transaction failed");
+                }
+                Err(failure)
+            }
+            None => txn.commit().map_err(redb::Error::from),
+        };
+        committed.map_err(|source| {
             state.failed = true;
             tracing::error!(path = %path.display(), op, error = %source, "a Raft log commit failed; the storage refuses further writes");
             redb_error(path, op)(source)
@@ -1101,7 +1194,8 @@ impl RedbStorage {
         }
         let payload = codec::encode_u64s([index]);
         let path = &self.inner.path;
-        self.transact(&mut state, "applying entries", flush, |txn| {
+        let point = Some(failpoints::APPLY);
+        self.transact_at(&mut state, "applying entries", flush, point, |txn| {
             if !writes.is_empty() {
                 let mut table = txn
                     .open_table(STATE)

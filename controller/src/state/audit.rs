@@ -117,6 +117,32 @@ struct Canonical<'a> {
 }
 
 impl AuditEntry {
+    /// The entry that follows `previous` (or starts a chain), hashed the
+    /// way the replicated chain does it: for tools that build or extend
+    /// chains outside a controller (the chaos checker's tests).
+    pub fn following(
+        previous: Option<&AuditEntry>,
+        log_index: u64,
+        at_unix_ms: i64,
+        actor: &str,
+        kind: &str,
+        body: &serde_json::Value,
+    ) -> AuditEntry {
+        let head = previous.and_then(|p| unhex(&p.hash)).unwrap_or([0u8; 32]);
+        let mut entry = AuditEntry {
+            index: previous.map_or(1, |p| p.index + 1),
+            log_index,
+            at_unix_ms,
+            actor: actor.to_owned(),
+            kind: kind.to_owned(),
+            body_json: body.to_string(),
+            prev_hash: hex(&head),
+            hash: String::new(),
+        };
+        entry.hash = hex(&entry.expected_hash(&head));
+        entry
+    }
+
     /// The hash this entry must have after `prev_hash`.
     fn expected_hash(&self, prev_hash: &[u8; 32]) -> [u8; 32] {
         let canonical = Canonical {

@@ -8,190 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use leitstand_controller::{Controller, ControllerConfig, Rejection};
-use leitstand_proto::domain::NodeId;
-use leitstand_proto::identity::PeerKind;
-use leitstand_proto::v1::{self, operator_client::OperatorClient as RawOperatorClient};
-use leitstand_tui::{OperatorClient, OperatorConfig};
+use leitstand_controller::Rejection;
+use leitstand_proto::v1;
 
-use crate::support::{TestPki, wait_for};
-
-fn node(id: u64) -> NodeId {
-    NodeId::new(id).expect("a node id")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-struct Nodes {
-    pki: TestPki,
-    ports: BTreeMap<u64, u16>,
-    bootstrap: BTreeSet<u64>,
-    /// Extra `[cluster]` lines for every node.
-    cluster_toml: String,
-    running: BTreeMap<u64, Controller>,
-}
-
-impl Nodes {
-    /// Nodes `1..=bootstrap` form the cluster; `joining` start empty with
-    /// `join = true`, waiting to be added.
-    async fn start(bootstrap: u64, joining: &[u64], cluster_toml: &str) -> Nodes {
-        let pki = TestPki::new();
-        let ids: Vec<u64> = (1..=bootstrap).chain(joining.iter().copied()).collect();
-        for &id in &ids {
-            pki.issue(PeerKind::Controller, &id.to_string());
-        }
-        for (name, _) in OPERATORS {
-            pki.issue(PeerKind::Operator, name);
-        }
-        let mut nodes = Nodes {
-            pki,
-            ports: ids.iter().map(|&id| (id, free_port())).collect(),
-            bootstrap: (1..=bootstrap).collect(),
-            cluster_toml: cluster_toml.to_owned(),
-            running: BTreeMap::new(),
-        };
-        for id in ids {
-            nodes.start_node(id).await;
-        }
-        nodes
-    }
-
-    fn address(&self, id: u64) -> String {
-        format!("127.0.0.1:{}", self.ports[&id])
-    }
-
-    async fn start_node(&mut self, id: u64) {
-        let join = !self.bootstrap.contains(&id);
-        // A bootstrapping node lists the bootstrap members; a joining one
-        // them and itself.
-        let peers: Vec<String> = self
-            .bootstrap
-            .iter()
-            .copied()
-            .chain(join.then_some(id))
-            .map(|peer| format!("{peer} = \"{}\"", self.address(peer)))
-            .collect();
-        let path = self.pki.root.path().join(format!("controller-{id}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "node_id = {id}\nlisten = \"{address}\"\ndata_dir = \"data-{id}\"\n\
-                 [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/controller-{id}.pem\"\nkey = \"pki/controller-{id}.key\"\n\
-                 [cluster]\npeers = {{ {peers} }}\njoin = {join}\n{extra}\
-                 [rbac]\nadmin = [\"admin\"]\noperator = [\"ops\"]\nviewer = [\"*\"]\n",
-                address = self.address(id),
-                peers = peers.join(", "),
-                extra = self.cluster_toml,
-            ),
-        )
-        .expect("write controller.toml");
-        let config = ControllerConfig::load(&path).expect("a valid controller.toml");
-        let controller = Controller::start(config)
-            .await
-            .expect("the controller starts");
-        self.running.insert(id, controller);
-    }
-
-    /// The leader, once every bootstrap member follows it.
-    async fn leader(&self) -> u64 {
-        let mut leader = 0;
-        wait_for(
-            "one leader that the members agree on",
-            Duration::from_secs(10),
-            || {
-                let leaders: BTreeSet<Option<u64>> = self
-                    .running
-                    .iter()
-                    .filter(|(id, _)| self.bootstrap.contains(id))
-                    .map(|(_, controller)| controller.leader())
-                    .collect();
-                match (leaders.len(), leaders.first()) {
-                    (1, Some(&Some(id))) if self.running[&id].is_leader() => {
-                        leader = id;
-                        true
-                    }
-                    _ => false,
-                }
-            },
-        )
-        .await;
-        leader
-    }
-
-    /// An operator client as `name`, with every running node's address.
-    fn operator(&self, name: &str) -> OperatorClient {
-        let controllers: Vec<String> = self
-            .ports
-            .keys()
-            .map(|&id| format!("\"{}\"", self.address(id)))
-            .collect();
-        let path = self.pki.root.path().join(format!("operator-{name}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "controllers = [{}]\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/operator-{name}.pem\"\nkey = \"pki/operator-{name}.key\"\n",
-                controllers.join(", ")
-            ),
-        )
-        .expect("write operator.toml");
-        let config = OperatorConfig::load(&path).expect("a valid operator.toml");
-        OperatorClient::new(&config).expect("an operator client")
-    }
-
-    /// The generated client, straight to node `id`, as `name`.
-    async fn raw_operator(
-        &self,
-        id: u64,
-        name: &str,
-    ) -> RawOperatorClient<tonic::transport::Channel> {
-        let tls = self.pki.client(PeerKind::Operator, name);
-        let channel = tls
-            .channel(&self.address(id))
-            .await
-            .expect("a channel to the controller");
-        RawOperatorClient::new(channel)
-    }
-
-    /// Waits until `ids` have applied the same index and returns their
-    /// state digests (which must then be equal).
-    async fn converged_digests(&self, ids: &[u64]) -> BTreeMap<u64, (u64, [u8; 32])> {
-        let mut digests = BTreeMap::new();
-        wait_for(
-            &format!("nodes {ids:?} to apply the same index"),
-            Duration::from_secs(10),
-            || {
-                digests = ids
-                    .iter()
-                    .map(|&id| (id, self.running[&id].state_digest().expect("state digest")))
-                    .collect();
-                digests
-                    .values()
-                    .map(|(applied, _)| applied)
-                    .collect::<BTreeSet<_>>()
-                    .len()
-                    == 1
-            },
-        )
-        .await;
-        digests
-    }
-
-    async fn shutdown(self) {
-        for (_, controller) in self.running {
-            controller
-                .shutdown(Duration::from_secs(2))
-                .await
-                .expect("a clean shutdown");
-        }
-    }
-}
-
-const OPERATORS: [(&str, &str); 3] = [("admin", "admin"), ("ops", "operator"), ("guest", "viewer")];
+use crate::nodes::{Nodes, Relay, node};
+use crate::support::wait_for;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_controllers_apply_1000_probes_to_identical_states_across_snapshots() {
@@ -453,6 +274,106 @@ async fn membership_grows_to_five_and_shrinks_to_three_without_its_first_leader_
     );
     for pair in entries.windows(2) {
         assert_eq!(pair[1].prev_hash, pair[0].hash, "the chain links");
+    }
+    nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_carries_equal_state_digests_at_equal_applied_index() {
+    let nodes = Nodes::start(3, &[], "").await;
+    nodes.leader().await;
+    let client = nodes.operator("ops");
+    for payload in [b"a", b"b", b"c"] {
+        client.probe(payload).await.expect("a probe commits");
+    }
+
+    // Asked of each node itself, over the wire, as the chaos checker does.
+    let mut replies = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        for id in 1..=3 {
+            replies.insert(id, nodes.cluster_status(id).await);
+        }
+        let indexes: BTreeSet<u64> = replies
+            .values()
+            .map(|reply| reply.digest_applied_index)
+            .collect();
+        if indexes.len() == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the nodes never answered at one applied index: {indexes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let digests: BTreeSet<&str> = replies
+        .values()
+        .map(|reply| reply.state_digest.as_str())
+        .collect();
+    assert_eq!(
+        digests.len(),
+        1,
+        "equal digests at equal index: {replies:#?}"
+    );
+    let digest = *digests.first().expect("a digest");
+    assert_eq!(digest.len(), 64, "{digest}");
+    assert!(
+        digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "lower-case hex: {digest}"
+    );
+    // Taken after the probes: bootstrap snapshot, then at least the three.
+    let reply = &replies[&1];
+    assert!(reply.digest_applied_index >= 4, "{reply:?}");
+    nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_route_carries_the_raft_traffic_and_clients_see_only_advertised_addresses() {
+    // As in the chaos sandbox: node 2 is advertised at an address where
+    // nothing listens (the sandbox's proxy), and listens elsewhere. Node 1
+    // reaches it only through a relay named in its peer_routes; node 3 has
+    // a route straight to where node 2 listens.
+    let mut nodes = Nodes::prepare(3, &[], "");
+    let advertised = format!("127.0.0.1:{}", crate::nodes::free_port());
+    nodes.advertised.insert(2, advertised.clone());
+    let relay = Relay::start(nodes.address(2)).await;
+    nodes.node_toml.insert(
+        1,
+        format!("peer_routes = {{ 2 = \"{}\" }}\n", relay.address),
+    );
+    nodes.node_toml.insert(
+        3,
+        format!("peer_routes = {{ 2 = \"{}\" }}\n", nodes.address(2)),
+    );
+    nodes.start_all().await;
+
+    nodes.leader().await;
+    let client = nodes.operator("ops");
+    for payload in [b"r1", b"r2", b"r3"] {
+        client.probe(payload).await.expect("a probe commits");
+    }
+    let digests = nodes.converged_digests(&[1, 2, 3]).await;
+    let distinct: BTreeSet<_> = digests.values().collect();
+    assert_eq!(distinct.len(), 1, "{digests:?}");
+    assert!(digests[&2].0 >= 4, "node 2 applied the probes: {digests:?}");
+    assert!(
+        relay.bytes() > 0,
+        "node 1's Raft traffic to node 2 went through the relay"
+    );
+
+    // Everyone is told the advertised address of node 2, never a route:
+    // in the status of every node and in the replicated records.
+    for id in 1..=3 {
+        let status = nodes.cluster_status(id).await;
+        let member = status
+            .members
+            .iter()
+            .find(|member| member.node_id == 2)
+            .unwrap_or_else(|| panic!("node 2 in {status:?}"));
+        assert_eq!(member.address, advertised, "as node {id} tells it");
     }
     nodes.shutdown().await;
 }

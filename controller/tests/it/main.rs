@@ -3,6 +3,8 @@
 
 mod cluster;
 mod handshake;
+mod nodes;
 mod reload;
+mod revocation;
 mod session;
 mod support;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use leitstand_controller::Rejection;
+use leitstand_proto::domain::bounds;
 use leitstand_proto::identity::PeerKind;
 use leitstand_proto::v1;
 use prost::Message;
@@ -132,6 +133,13 @@ async fn malformed_oversized_and_flooding_clients_are_refused_while_a_good_agent
         "report flood: {status:?}"
     );
     assert_eq!(controller.rejected(Rejection::RateLimited), 1);
+    // What the flood sent within the allowance was accepted and is kept.
+    let bad_id = leitstand_proto::domain::AgentId::new("bad").expect("id");
+    let (kept, _) = controller.latest_report(&bad_id).expect("known");
+    assert!(
+        (bounds::SESSION_BURST_MESSAGES as u64 - 1..10_000).contains(&kept),
+        "reports within the burst allowance are kept: {kept}"
+    );
 
     // A report out of bounds.
     let mut out_of_bounds = report(1);
@@ -205,8 +213,18 @@ async fn duplicates_are_ignored_and_reconnects_resume_after_the_last_ack() {
     assert_eq!(welcome.last_acked_seq, 0);
     first.must_ack(1).await;
     first.must_ack(2).await;
-    // A replayed report is acknowledged with the highest seq, and ignored.
+    // A replayed report is acknowledged with the highest seq, and ignored
+    // (counted in leitstand_reports_duplicate_total); the session goes on.
+    let accepted = controller.reports_accepted();
     first.must_ack_as(1, 2).await;
+    first.must_ack_as(2, 2).await;
+    assert_eq!(
+        controller.reports_accepted(),
+        accepted,
+        "a replay is not applied"
+    );
+    let id = leitstand_proto::domain::AgentId::new("ww-2").expect("id");
+    assert_eq!(controller.latest_report(&id).expect("known").0, 2);
 
     // The same process reconnects: the newer session replaces the older,
     // and learns where to resume.
@@ -229,4 +247,35 @@ async fn duplicates_are_ignored_and_reconnects_resume_after_the_last_ack() {
         || controller.rejected(Rejection::DuplicateHello) == 0,
     )
     .await;
+}
+
+#[tokio::test]
+async fn garbage_mid_session_ends_that_stream_and_keeps_what_was_accepted() {
+    let pki = TestPki::new();
+    let controller = pki.start_controller().await;
+    let tls = pki.client(PeerKind::Agent, "garbled");
+    let channel = tls
+        .channel(&controller.local_addr().to_string())
+        .await
+        .expect("channel");
+    let status = raw::session(
+        channel,
+        vec![
+            hello("garbled", 1).encode_to_vec(),
+            report(1).encode_to_vec(),
+            report(2).encode_to_vec(),
+            vec![0xff, 0xff, 0xff, 0xff, 0x0f],
+            report(3).encode_to_vec(),
+        ],
+    )
+    .await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(controller.rejected(Rejection::InvalidMessage), 1);
+    let id = leitstand_proto::domain::AgentId::new("garbled").expect("id");
+    assert_eq!(
+        controller.latest_report(&id).expect("known").0,
+        2,
+        "reports before the garbage are kept, none after it is applied"
+    );
+    assert!(!controller.is_finished(), "the controller keeps serving");
 }

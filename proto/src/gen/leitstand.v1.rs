@@ -1144,6 +1144,16 @@ pub struct ClusterStatusReply {
     pub first_index: u64,
     #[prost(uint64, tag = "11")]
     pub last_index: u64,
+    /// SHA-256 over this node's applied state (the applied index, then every
+    /// record in key order), lower-case hex (64 characters); with the index it
+    /// was taken at. Equal on every replica at equal index. Filled in by
+    /// ClusterStatus, Status and the membership calls; empty (and 0) in Watch
+    /// views, which are built every second and would otherwise read every
+    /// record.
+    #[prost(string, tag = "12")]
+    pub state_digest: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "13")]
+    pub digest_applied_index: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -142,6 +142,8 @@ pub fn cluster() -> v1::ClusterStatusReply {
         joint_configuration: false,
         snapshot_index: 1000,
         first_index: 1001,
+        state_digest: String::new(),
+        digest_applied_index: 0,
         last_index: 1234,
     }
 }

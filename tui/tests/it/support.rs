@@ -216,6 +216,8 @@ impl Service {
             snapshot_index: 0,
             first_index: 1,
             last_index: 7,
+            state_digest: String::new(),
+            digest_applied_index: 0,
         }
     }
 

@@ -272,6 +272,40 @@ fn stale_vantage_points_count_for_nothing_unless_silence_means_failed() {
 }
 
 #[test]
+fn an_agent_clock_stepping_back_does_not_freeze_its_vantage_point() {
+    let p = path(&["a"], 1, Silence::Unknown);
+    let now = Instant::now();
+    let mut windows = Windows::default();
+    let report = |observed: i64, status| Report {
+        seq: 1,
+        observed_at_unix_ms: observed,
+        host: None,
+        checks: vec![CheckResult {
+            name: id("uplink"),
+            status,
+            summary: String::new(),
+            observed_at_unix_ms: observed,
+            duration: Duration::ZERO,
+            perf: vec![],
+        }],
+    };
+    // Passing with the clock an hour ahead, then the clock steps back two
+    // hours and the check fails three times.
+    for observed in [3_600_010, 3_600_020] {
+        windows.record(&agent("a"), &report(observed, OK), now);
+    }
+    for observed in [-3_599_990, -3_599_980, -3_599_970] {
+        windows.record(&agent("a"), &report(observed, CRIT), now);
+    }
+    let verdict = super::path(&p, &windows, now - LONG, now);
+    assert_eq!(
+        verdict.next_state(PathState::Healthy),
+        Some(PathState::Failed),
+        "three critical results after the clock stepped back: {verdict:?}"
+    );
+}
+
+#[test]
 fn a_repeated_result_counts_once() {
     let p = path(&["a"], 1, Silence::Unknown);
     let now = Instant::now();

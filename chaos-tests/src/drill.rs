@@ -1,0 +1,571 @@
+//! `leitstand drill list` and `leitstand drill run SCENARIO|short|all`: runs
+//! scenarios against a fresh sandbox each, heals everything at the end,
+//! checks the invariants and writes a report for the security team — a
+//! timeline, failover times, leader elections and every
+//! invariant's result — as Markdown and JSON.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::invariants::{self, History, Verdict};
+use crate::sandbox::{self, BACKUP, EXECUTOR, PRIMARY, Sandbox};
+use crate::scenarios::{self, Scenario};
+
+/// After the faults: how long decisions may take to end (result timeout
+/// 30 s + verify 15 s, with room).
+const SETTLE_WITHIN: Duration = Duration::from_secs(75);
+const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
+/// No new decision for this long after all ended: the system is at rest.
+const QUIET: Duration = Duration::from_millis(1500);
+
+/// One scenario, as `drill list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScenarioInfo {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// In the short set CI runs.
+    pub short: bool,
+    pub needs_root: bool,
+}
+
+pub fn list() -> Vec<ScenarioInfo> {
+    scenarios::all()
+        .into_iter()
+        .map(|s| ScenarioInfo {
+            name: s.name,
+            summary: s.summary,
+            short: s.short,
+            needs_root: s.needs_root,
+        })
+        .collect()
+}
+
+/// What `drill run` was asked.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The binary run as `controller` and `agent` (default: the running one).
+    pub binary: Option<PathBuf>,
+    /// The first seed; run n uses seed + n.
+    pub seed: u64,
+    /// Runs of each scenario.
+    pub runs: u64,
+    /// Extra environment for the executor agent (the test-only fencing switch).
+    pub executor_env: Vec<(String, String)>,
+}
+
+/// Every run's result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub runs: Vec<RunReport>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    pub scenario: String,
+    pub seed: u64,
+    /// "passed", "failed", "error" or "skipped".
+    pub outcome: String,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+    pub skipped: Option<String>,
+    invariants: Vec<Verdict>,
+    expectations: Vec<Expectation>,
+    timeline: Vec<sandbox::Event>,
+    elections: Vec<Election>,
+    failovers: Vec<Failover>,
+    /// Log tails of the controllers and agents when the run did not pass.
+    logs: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Expectation {
+    what: String,
+    held: bool,
+    detail: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Election {
+    term: u64,
+    node: u64,
+    at: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Failover {
+    why: String,
+    /// From the clock start (the break, or when the fault that prevented
+    /// the failover ended) to the action's start, and until the harness
+    /// saw the new active path in the leader's view.
+    failover_ms: Option<i64>,
+    observed_ms: Option<i64>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.runs
+            .iter()
+            .all(|r| r.outcome == "passed" || r.outcome == "skipped")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// The report for people: a summary, then each run in detail.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("# Leitstand drill report\n\n");
+        out.push_str(&format!(
+            "Leitstand {} · {} run(s) · {}\n\n",
+            leitstand_proto::VERSION,
+            self.runs.len(),
+            if self.passed() {
+                "**every invariant held**"
+            } else {
+                "**VIOLATIONS OR ERRORS — see below**"
+            }
+        ));
+        out.push_str(
+            "| scenario | seed | outcome | duration | invariants |\n|---|---|---|---|---|\n",
+        );
+        for r in &self.runs {
+            let broken: Vec<&str> = r
+                .invariants
+                .iter()
+                .filter(|v| !v.held)
+                .map(|v| v.id)
+                .collect();
+            out.push_str(&format!(
+                "| {} | {} | {} | {:.1} s | {} |\n",
+                r.scenario,
+                r.seed,
+                r.outcome,
+                r.duration_ms as f64 / 1000.0,
+                if r.invariants.is_empty() {
+                    "-".to_owned()
+                } else if broken.is_empty() {
+                    format!("all {} held", r.invariants.len())
+                } else {
+                    format!("violated: {}", broken.join(", "))
+                }
+            ));
+        }
+        for r in &self.runs {
+            out.push_str(&r.markdown());
+        }
+        out
+    }
+}
+
+impl RunReport {
+    fn markdown(&self) -> String {
+        let mut out = format!(
+            "\n## {} (seed {}): {}\n\n",
+            self.scenario, self.seed, self.outcome
+        );
+        if let Some(summary) = scenarios::all()
+            .iter()
+            .find(|s| s.name == self.scenario)
+            .map(|s| s.summary)
+        {
+            out.push_str(&format!("{summary}\n\n"));
+        }
+        if let Some(why) = &self.skipped {
+            out.push_str(&format!("Skipped: {why}\n"));
+            return out;
+        }
+        if let Some(error) = &self.error {
+            out.push_str(&format!("**The drill itself failed:** {error}\n\n"));
+        }
+        out.push_str(
+            "### Invariants\n\n| invariant | result | checked | evidence |\n|---|---|---|---|\n",
+        );
+        for v in &self.invariants {
+            out.push_str(&format!(
+                "| {} {} | {} | {} | {} |\n",
+                v.id,
+                v.title,
+                if v.held { "held" } else { "**VIOLATED**" },
+                v.checked,
+                v.violations.join("<br>").replace('|', "\\|")
+            ));
+        }
+        if !self.expectations.is_empty() {
+            out.push_str("\n### Expectations of this scenario\n\n");
+            for e in &self.expectations {
+                out.push_str(&format!(
+                    "- {} {}{}\n",
+                    if e.held { "✓ held:" } else { "✗ FAILED:" },
+                    e.what,
+                    if e.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" — {}", e.detail)
+                    }
+                ));
+            }
+        }
+        if !self.failovers.is_empty() {
+            out.push_str("\n### Failover times\n\n| what | to the action's start | until the harness saw it active |\n|---|---|---|\n");
+            for f in &self.failovers {
+                let ms = |v: Option<i64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
+                out.push_str(&format!(
+                    "| {} | {} | {} |\n",
+                    f.why,
+                    ms(f.failover_ms),
+                    ms(f.observed_ms)
+                ));
+            }
+        }
+        out.push_str("\n### Leader elections\n\n");
+        if self.elections.is_empty() {
+            out.push_str("none recorded\n");
+        }
+        for e in &self.elections {
+            out.push_str(&format!(
+                "- term {}: controller {} ({})\n",
+                e.term, e.node, e.at
+            ));
+        }
+        out.push_str("\n### Timeline\n\n| t | event |\n|---|---|\n");
+        for e in &self.timeline {
+            out.push_str(&format!(
+                "| {:>7.3} s | {} |\n",
+                e.at_ms as f64 / 1000.0,
+                e.what.replace('|', "\\|")
+            ));
+        }
+        for (name, tail) in &self.logs {
+            out.push_str(&format!("\n### Last lines of {name}\n\n```\n{tail}\n```\n"));
+        }
+        out
+    }
+}
+
+/// `short`, `all`, or one scenario's name.
+pub fn select(what: &str) -> anyhow::Result<Vec<&'static str>> {
+    let all = scenarios::all();
+    let names: Vec<&'static str> = match what {
+        "all" => all.iter().map(|s| s.name).collect(),
+        "short" => all.iter().filter(|s| s.short).map(|s| s.name).collect(),
+        name => match all.iter().find(|s| s.name == name) {
+            Some(s) => vec![s.name],
+            None => bail!(
+                "no drill scenario {name:?}; `leitstand drill list` shows them (or use `short` or `all`)"
+            ),
+        },
+    };
+    Ok(names)
+}
+
+/// Runs `names`, each `options.runs` times with seeds seed, seed+1, …
+pub async fn run(names: &[&str], options: &Options) -> anyhow::Result<Report> {
+    let binary = match &options.binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().context("find the running leitstand binary")?,
+    };
+    if !binary.is_file() {
+        bail!(
+            "{} is missing; build it first: cargo build --release -p leitstand",
+            binary.display()
+        );
+    }
+    let mut runs = Vec::new();
+    let catalogue = scenarios::all();
+    for name in names {
+        let scenario = catalogue
+            .iter()
+            .find(|s| s.name == *name)
+            .with_context(|| format!("no drill scenario {name:?}"))?;
+        for n in 0..options.runs.max(1) {
+            let seed = options.seed.wrapping_add(n);
+            tracing::info!(scenario = scenario.name, seed, "drill starts");
+            let report = run_one(scenario, &binary, seed, options).await;
+            tracing::info!(scenario = scenario.name, seed, outcome = %report.outcome, "drill ends");
+            runs.push(report);
+        }
+    }
+    Ok(Report { runs })
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+async fn run_one(scenario: &Scenario, binary: &Path, seed: u64, options: &Options) -> RunReport {
+    let started = tokio::time::Instant::now();
+    let mut report = RunReport {
+        scenario: scenario.name.to_owned(),
+        seed,
+        outcome: "error".into(),
+        duration_ms: 0,
+        error: None,
+        skipped: None,
+        invariants: Vec::new(),
+        expectations: Vec::new(),
+        timeline: Vec::new(),
+        elections: Vec::new(),
+        failovers: Vec::new(),
+        logs: Vec::new(),
+    };
+    if scenario.needs_root && !is_root() {
+        report.outcome = "skipped".into();
+        report.skipped =
+            Some("needs root (it mounts a small tmpfs as a controller's data directory)".into());
+        return report;
+    }
+    let mut spec = (scenario.spec)();
+    spec.executor_env = options.executor_env.clone();
+    let mut sandbox = match Sandbox::start(binary, spec, seed).await {
+        Ok(sandbox) => sandbox,
+        Err(e) => {
+            report.error = Some(format!("the sandbox did not start: {e:#}"));
+            report.duration_ms = started.elapsed().as_millis() as u64;
+            return report;
+        }
+    };
+    let mut rng = StdRng::seed_from_u64(seed);
+    let outcome = tokio::select! {
+        outcome = (scenario.run)(&mut sandbox, &mut rng) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (Ctrl-C); everything started is torn down")),
+    };
+    if let Err(e) = &outcome {
+        sandbox.note(format!("the scenario stopped early: {e:#}"));
+        report.error = Some(format!("{e:#}"));
+    }
+    let converged = finale(&mut sandbox).await;
+    let verdicts = match evidence(&mut sandbox, converged).await {
+        Ok(verdicts) => verdicts,
+        Err(e) => {
+            report.error = Some(format!(
+                "{}collecting the evidence failed: {e:#}",
+                report
+                    .error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("{e}; "))
+            ));
+            Vec::new()
+        }
+    };
+    let record = &sandbox.record;
+    report.expectations = record
+        .expectations
+        .iter()
+        .map(|(what, held, detail)| Expectation {
+            what: what.clone(),
+            held: *held,
+            detail: detail.clone(),
+        })
+        .collect();
+    report.elections = elections(&sandbox);
+    report.failovers = failovers(&sandbox);
+    report.timeline = sandbox.record.timeline.clone();
+    let passed = report.error.is_none()
+        && !verdicts.is_empty()
+        && verdicts.iter().all(|v| v.held)
+        && report.expectations.iter().all(|e| e.held);
+    report.invariants = verdicts;
+    report.outcome = if passed {
+        "passed"
+    } else if report.error.is_some() {
+        "error"
+    } else {
+        "failed"
+    }
+    .into();
+    if !passed {
+        for c in &sandbox.controllers {
+            report
+                .logs
+                .push((c.process.name.clone(), c.process.tail(15)));
+        }
+        for a in sandbox.agents.values() {
+            report
+                .logs
+                .push((a.process.name.clone(), a.process.tail(15)));
+        }
+    }
+    sandbox.stop_observing();
+    drop(sandbox);
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    report
+}
+
+/// Heals every fault, lets decisions end, and waits for the replicas to
+/// agree: Ok(applied index) or why not.
+async fn finale(s: &mut Sandbox) -> Result<u64, String> {
+    s.heal_network();
+    for c in &mut s.controllers {
+        if c.process.is_stopped() {
+            let _ = c.process.thaw();
+        }
+        if !c.process.is_running()
+            && let Err(e) = c.process.start()
+        {
+            tracing::warn!("restarting {} for the finale: {e:#}", c.process.name);
+        }
+    }
+    for a in s.agents.values_mut() {
+        if a.process.is_stopped() {
+            let _ = a.process.thaw();
+        }
+        if !a.process.is_running()
+            && let Err(e) = a.process.start()
+        {
+            tracing::warn!("restarting {} for the finale: {e:#}", a.process.name);
+        }
+    }
+    s.note("finale: faults healed, every process running");
+    settle_quietly(s).await;
+    let deadline = tokio::time::Instant::now() + CONVERGE_WITHIN;
+    loop {
+        let mut seen = BTreeSet::new();
+        let mut missing = Vec::new();
+        for id in s.ids() {
+            match s.cluster_status(id).await {
+                Ok(status) if !status.state_digest.is_empty() => {
+                    seen.insert((status.digest_applied_index, status.state_digest));
+                }
+                Ok(_) => missing.push(format!("controller {id} sent no digest")),
+                Err(e) => missing.push(format!("{e:#}")),
+            }
+        }
+        if missing.is_empty() && seen.len() == 1 {
+            let (index, _) = seen.into_iter().next().unwrap_or_default();
+            s.note(format!(
+                "finale: every controller at applied index {index} with one state digest"
+            ));
+            return Ok(index);
+        }
+        let last = format!("{seen:?} {missing:?}");
+        if tokio::time::Instant::now() >= deadline {
+            s.note(format!(
+                "finale: no convergence within {CONVERGE_WITHIN:?}: {last}"
+            ));
+            return Err(format!("within {CONVERGE_WITHIN:?}: {last}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every decision is terminal and no new one appeared for a
+/// quiet period: healing (an unfrozen service, a repaired path) may start
+/// one more decision, which must end too before the evidence is read.
+async fn settle_quietly(s: &mut Sandbox) {
+    let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
+    let mut previous: Option<usize> = None;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match s.settle(left).await {
+            Ok(view) if previous == Some(view.decisions.len()) => {
+                s.note(format!(
+                    "finale: every decision ({}) reached a terminal stage; none new for {} ms",
+                    view.decisions.len(),
+                    QUIET.as_millis()
+                ));
+                return;
+            }
+            Ok(view) => previous = Some(view.decisions.len()),
+            Err(e) => {
+                s.note(format!("finale: {e:#}"));
+                return;
+            }
+        }
+        tokio::time::sleep(QUIET).await;
+    }
+}
+
+async fn evidence(s: &mut Sandbox, converged: Result<u64, String>) -> anyhow::Result<Vec<Verdict>> {
+    let mut audits = std::collections::BTreeMap::new();
+    for id in s.ids() {
+        match s.audit(id).await {
+            Ok(chain) => {
+                audits.insert(id, chain);
+            }
+            Err(e) => s.note(format!("controller {id} served no audit chain: {e:#}")),
+        }
+    }
+    let executions = s.executions()?;
+    let allowlist = [PRIMARY, BACKUP]
+        .iter()
+        .map(|p| (EXECUTOR.to_owned(), (*p).to_owned()))
+        .collect();
+    let history = History {
+        audits,
+        executions,
+        samples: s.observations.samples(),
+        claims: s.leadership_claims(),
+        record: Some(&s.record),
+        converged: Some(converged),
+        allowlist,
+    };
+    Ok(invariants::check(&history))
+}
+
+fn elections(s: &Sandbox) -> Vec<Election> {
+    let mut all: Vec<Election> = s
+        .record
+        .earlier
+        .iter()
+        .flat_map(|e| e.claims.iter())
+        .chain(s.leadership_claims().iter())
+        .map(|(node, term, at)| Election {
+            term: *term,
+            node: *node,
+            at: at.clone(),
+        })
+        .collect();
+    all.sort_by(|a, b| a.at.cmp(&b.at));
+    all
+}
+
+fn failovers(s: &Sandbox) -> Vec<Failover> {
+    let executions = s.executions().unwrap_or_default();
+    s.record
+        .liveness
+        .iter()
+        .map(|l| {
+            let failover_ms = executions
+                .iter()
+                .filter(|e| e.path == l.to_path && e.unix_ns / 1_000_000 >= l.clock_from_unix_ms)
+                .map(|e| e.unix_ns / 1_000_000 - l.clock_from_unix_ms)
+                .min();
+            let observed_ms = s
+                .record
+                .timeline
+                .iter()
+                .find(|e| {
+                    e.unix_ms >= l.clock_from_unix_ms
+                        && e.what
+                            .contains(&format!("{} becomes the active path", l.to_path))
+                })
+                .map(|e| e.unix_ms - l.clock_from_unix_ms);
+            Failover {
+                why: l.why.clone(),
+                failover_ms,
+                observed_ms,
+            }
+        })
+        .collect()
+}
+
+/// Writes the report as Markdown to `path` and as JSON next to it.
+pub fn write(report: &Report, path: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::write(path, report.markdown()).with_context(|| format!("write {}", path.display()))?;
+    let json_path = path.with_extension("json");
+    let json = serde_json::to_string_pretty(&report.json()).context("encode the report")?;
+    std::fs::write(&json_path, json).with_context(|| format!("write {}", json_path.display()))?;
+    Ok(json_path)
+}

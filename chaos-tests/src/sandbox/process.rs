@@ -1,0 +1,178 @@
+//! One process of the sandbox (a controller or an agent): started from argv
+//! with no shell and its output appended to a log, and the faults a drill
+//! gives it: SIGKILL, SIGSTOP/SIGCONT, SIGTERM, SIGHUP, restart.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+/// How long a SIGTERM'd process may take to drain before it is killed.
+const TERM_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub(crate) struct Process {
+    pub(crate) name: String,
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(String, String)>,
+    pub(crate) log: PathBuf,
+    child: Option<Child>,
+    stopped: bool,
+}
+
+impl Process {
+    pub(crate) fn new(
+        name: impl Into<String>,
+        program: &Path,
+        args: Vec<OsString>,
+        log: PathBuf,
+    ) -> Process {
+        Process {
+            name: name.into(),
+            program: program.to_owned(),
+            args,
+            env: vec![
+                ("LEITSTAND_LOG".into(), "info".into()),
+                ("NO_COLOR".into(), "1".into()),
+                ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            ],
+            log,
+            child: None,
+            stopped: false,
+        }
+    }
+
+    /// An extra environment variable for every later start.
+    pub(crate) fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    pub(crate) fn start(&mut self) -> anyhow::Result<()> {
+        if self.is_running() {
+            bail!("{} is already running", self.name);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("open {}", self.log.display()))?;
+        // Nothing from the caller's environment may change what runs.
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {} ({})", self.name, self.program.display()))?;
+        self.child = Some(child);
+        self.stopped = false;
+        Ok(())
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// True while the process lives (also while it is stopped).
+    pub(crate) fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            None => false,
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+        }
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// SIGKILL, and waits until it is reaped.
+    pub(crate) async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child
+                .kill()
+                .await
+                .with_context(|| format!("kill {}", self.name))?;
+        }
+        self.stopped = false;
+        Ok(())
+    }
+
+    /// SIGTERM, waits for it to drain and exit (SIGKILL after a grace period).
+    pub(crate) async fn terminate(&mut self) -> anyhow::Result<()> {
+        if self.stopped {
+            self.signal("CONT")?;
+        }
+        if self.pid().is_none() {
+            self.child = None;
+            return Ok(());
+        }
+        self.signal("TERM")?;
+        if let Some(child) = &mut self.child
+            && tokio::time::timeout(TERM_GRACE, child.wait())
+                .await
+                .is_err()
+        {
+            tracing::warn!(process = %self.name, "did not exit within {TERM_GRACE:?} of SIGTERM; killing it");
+        }
+        self.kill().await
+    }
+
+    /// SIGSTOP: the process freezes with its sockets open.
+    pub(crate) fn freeze(&mut self) -> anyhow::Result<()> {
+        self.signal("STOP")?;
+        self.stopped = true;
+        Ok(())
+    }
+
+    pub(crate) fn thaw(&mut self) -> anyhow::Result<()> {
+        self.signal("CONT")?;
+        self.stopped = false;
+        Ok(())
+    }
+
+    /// SIGHUP: controllers reload certificates and the CRL.
+    pub(crate) fn hangup(&mut self) -> anyhow::Result<()> {
+        self.signal("HUP")
+    }
+
+    fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let pid = self
+            .pid()
+            .with_context(|| format!("{} is not running (SIG{name})", self.name))?;
+        // kill(1) from procps: argv only, the pid a number we hold.
+        let status = std::process::Command::new("kill")
+            .args(["-s", name, &pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .with_context(|| format!("run kill -s {name} {pid}"))?;
+        if !status.success() {
+            bail!("kill -s {name} {pid} ({}) failed: {status}", self.name);
+        }
+        Ok(())
+    }
+
+    /// Its last lines, for error messages.
+    pub(crate) fn tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// Writes an executable script (0755).
+pub(crate) fn write_script(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", path.display()))
+}
