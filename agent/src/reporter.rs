@@ -36,6 +36,15 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A session that lasted this long resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connecting, the TLS handshake and opening the Session together: a
+/// controller behind a link that drops everything must not hold the agent
+/// for the transport's own (longer) timeouts while another one could take
+/// its reports.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a controller whose session just failed is passed over: not the
+/// next one tried in turn, and a leader hint naming it (a follower's stale
+/// view) is not followed.
+const FAILED_MEMORY: Duration = Duration::from_secs(5);
 /// Leader hints followed in a row before the agent suspects stale hints
 /// (followers naming each other) and falls back to backoff.
 const MAX_HINTS_IN_A_ROW: u32 = 3;
@@ -331,16 +340,21 @@ impl Reporter {
         let mut next_controller = 0usize;
         let mut leader_hint: Option<String> = None;
         let mut hints_in_a_row = 0u32;
-        // The controller whose session just failed: not the next one tried
-        // (a dead leader's address would otherwise come round again at once
-        // after following its hint, and cost a connect timeout).
-        let mut failed: Option<String> = None;
+        // The controller whose session failed last, and when: passed over
+        // for FAILED_MEMORY (a dead leader's address would otherwise come
+        // round again at once, or through a follower's stale hint, and cost
+        // a connect timeout each time).
+        let mut failed: Option<(String, Instant)> = None;
         loop {
+            let avoid = failed
+                .as_ref()
+                .filter(|(_, at)| at.elapsed() < FAILED_MEMORY)
+                .map(|(address, _)| address.clone());
             let address = leader_hint.take().unwrap_or_else(|| {
                 let controllers = &self.config.controllers;
                 let mut a = controllers[next_controller % controllers.len()].clone();
                 next_controller = next_controller.wrapping_add(1);
-                if controllers.len() > 1 && failed.as_ref() == Some(&a) {
+                if controllers.len() > 1 && avoid.as_ref() == Some(&a) {
                     a = controllers[next_controller % controllers.len()].clone();
                     next_controller = next_controller.wrapping_add(1);
                 }
@@ -348,19 +362,27 @@ impl Reporter {
             });
             let started = Instant::now();
             let end = self.session(&address).await;
-            failed = matches!(end, SessionEnd::Failed(_)).then(|| address.clone());
+            if matches!(end, SessionEnd::Failed(_)) {
+                failed = Some((address.clone(), Instant::now()));
+            }
             if started.elapsed() >= HEALTHY_SESSION {
                 backoff.reset();
             }
             let delay = match end {
                 SessionEnd::Stopped => return,
                 SessionEnd::NotLeader { hint: Some(hint) }
-                    if hints_in_a_row < MAX_HINTS_IN_A_ROW =>
+                    if hints_in_a_row < MAX_HINTS_IN_A_ROW && avoid.as_ref() != Some(&hint) =>
                 {
                     hints_in_a_row += 1;
                     tracing::info!(controller = %address, leader = %hint, "following the leader hint");
                     leader_hint = Some(hint);
                     continue;
+                }
+                SessionEnd::NotLeader { hint: Some(hint) } if avoid.as_ref() == Some(&hint) => {
+                    hints_in_a_row = 0;
+                    let delay = backoff.next_delay();
+                    tracing::info!(controller = %address, leader = %hint, "the hint names the controller that just failed (the follower has not noticed yet); trying the next in {delay:?}");
+                    delay
                 }
                 SessionEnd::NotLeader { .. } => {
                     hints_in_a_row = 0;
@@ -429,10 +451,16 @@ impl Reporter {
         if outbound.send(hello).await.is_err() {
             return SessionEnd::Failed("outbound stream closed".into());
         }
+        let opening = tokio::time::timeout(OPEN_TIMEOUT, opening);
         let (mut inbound, first) = match self.offline_until(opening).await {
             None => return SessionEnd::Stopped,
-            Some(Err(why)) => return SessionEnd::Failed(why),
-            Some(Ok(opened)) => opened,
+            Some(Err(_)) => {
+                return SessionEnd::Failed(format!(
+                    "no connection within {OPEN_TIMEOUT:?} (connect, TLS handshake, Session call)"
+                ));
+            }
+            Some(Ok(Err(why))) => return SessionEnd::Failed(why),
+            Some(Ok(Ok(opened))) => opened,
         };
         let welcome = match first {
             Err(_) => return SessionEnd::Failed("no Welcome within 10 s".into()),

@@ -265,16 +265,7 @@ pub fn select(what: &str) -> anyhow::Result<Vec<&'static str>> {
 
 /// Runs `names`, each `options.runs` times with seeds seed, seed+1, …
 pub async fn run(names: &[&str], options: &Options) -> anyhow::Result<Report> {
-    let binary = match &options.binary {
-        Some(path) => path.clone(),
-        None => std::env::current_exe().context("find the running leitstand binary")?,
-    };
-    if !binary.is_file() {
-        bail!(
-            "{} is missing; build it first: cargo build --release -p leitstand",
-            binary.display()
-        );
-    }
+    let binary = sandbox::process::leitstand_binary(options.binary.as_deref())?;
     let mut runs = Vec::new();
     let catalogue = scenarios::all();
     for name in names {

@@ -277,6 +277,13 @@ impl Drop for Sandbox {
     }
 }
 
+pub(crate) fn unix_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1055,7 +1062,7 @@ impl Sandbox {
             .endpoints
             .get_mut(path)
             .with_context(|| format!("no endpoint for path {path}"))?;
-        let at = endpoint.close().await?;
+        let at = endpoint.close().await? / 1_000_000;
         self.record.outages.push(Outage {
             path: path.to_owned(),
             from_unix_ms: at,

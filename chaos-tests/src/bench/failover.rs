@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use leitstand_proto::identity::PeerKind;
@@ -27,13 +27,13 @@ use leitstand_proto::v1::{
     UnfreezeRequest,
 };
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use super::Options;
 use super::cluster::{Cluster, OPERATOR, START_TIMEOUT};
 use super::keepalived;
+use crate::sandbox::Endpoint;
 
 const SERVICE: &str = "bench-uplink";
 const PRIMARY: &str = "primary";
@@ -96,16 +96,7 @@ pub(super) async fn run(options: &Options) -> anyhow::Result<serde_json::Value> 
 }
 
 async fn measure_both(dir: &Path, options: &Options) -> anyhow::Result<serde_json::Value> {
-    let binary = match &options.controller_binary {
-        Some(path) => path.clone(),
-        None => std::env::current_exe().context("find the running leitstand binary")?,
-    };
-    if !binary.is_file() {
-        bail!(
-            "{} is missing; build it first: cargo build --release -p leitstand",
-            binary.display()
-        );
-    }
+    let binary = crate::sandbox::process::leitstand_binary(options.controller_binary.as_deref())?;
     let trials = options.trials;
     let machine_before = load_average();
 
@@ -323,90 +314,6 @@ impl Figures {
     }
 }
 
-/// A local endpoint the agent's tcp check reaches until the bench closes it;
-/// reopened on the same port, so the check's target stays the same.
-#[derive(Debug)]
-struct Endpoint {
-    address: std::net::SocketAddr,
-    close: Option<oneshot::Sender<oneshot::Sender<i64>>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Endpoint {
-    async fn open(address: &str) -> anyhow::Result<Endpoint> {
-        // tokio sets SO_REUSEADDR: the connections the endpoint closed
-        // first sit in TIME_WAIT on this port and must not stop a rebind.
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("bind an endpoint on {address}"))?;
-        let address = listener.local_addr()?;
-        let (close, closed) = oneshot::channel::<oneshot::Sender<i64>>();
-        let task = tokio::spawn(async move {
-            let mut closed = closed;
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        if let Ok((connection, _)) = accepted {
-                            drop(connection);
-                        }
-                    }
-                    reply = &mut closed => {
-                        // t0: right before the listening socket closes.
-                        let t0 = unix_ns();
-                        drop(listener);
-                        if let Ok(reply) = reply {
-                            let _ = reply.send(t0);
-                        }
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Endpoint {
-            address,
-            close: Some(close),
-            task: Some(task),
-        })
-    }
-
-    fn is_open(&self) -> bool {
-        self.close.is_some()
-    }
-
-    /// Closes the listening socket; returns t0 (wall clock, ns) and a
-    /// monotonic reading taken just after.
-    async fn break_it(&mut self) -> anyhow::Result<(i64, Instant)> {
-        let close = self
-            .close
-            .take()
-            .context("the endpoint is already broken")?;
-        let (reply, t0) = oneshot::channel();
-        close
-            .send(reply)
-            .map_err(|_| anyhow!("the endpoint's task has ended"))?;
-        let t0 = t0.await.context("the endpoint's task ended")?;
-        let mono = Instant::now();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-        Ok((t0, mono))
-    }
-
-    async fn reopen(&mut self) -> anyhow::Result<()> {
-        let again = Endpoint::open(&self.address.to_string()).await?;
-        *self = again;
-        Ok(())
-    }
-}
-
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
-
 /// One line the action script wrote.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -484,8 +391,8 @@ impl Site {
         let journal = dir.join("journal");
         let script = dir.join("action.sh");
         write_script(&script, ACTION_SCRIPT)?;
-        let primary = Endpoint::open("127.0.0.1:0").await?;
-        let backup = Endpoint::open("127.0.0.1:0").await?;
+        let primary = Endpoint::open(PRIMARY, "127.0.0.1:0").await?;
+        let backup = Endpoint::open(BACKUP, "127.0.0.1:0").await?;
         let listed = addresses
             .iter()
             .map(|a| format!("\"{a}\""))
@@ -498,7 +405,7 @@ impl Site {
         let check = |name: &str, endpoint: &Endpoint| {
             format!(
                 "[[check]]\nname = \"{name}\"\nkind = \"tcp\"\ntarget = \"{}\"\ninterval = \"{CHECK_INTERVAL_MS}ms\"\ntimeout = \"150ms\"\n",
-                endpoint.address
+                endpoint.address()
             )
         };
         let action = |path: &str| -> anyhow::Result<String> {
@@ -701,7 +608,9 @@ impl Site {
         ))
         .await;
         let before = read_journal(&self.journal)?.len();
-        let (t0, mono) = self.primary.break_it().await?;
+        // t0: right before the listening socket closes.
+        let t0 = self.primary.close().await?;
+        let mono = Instant::now();
         let started = loop {
             let journal = read_journal(&self.journal)?;
             if let Some(entry) = journal.get(before) {
@@ -1046,11 +955,7 @@ fn stage_name(stage: i32) -> &'static str {
     }
 }
 
-pub(super) fn unix_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
+pub(super) use crate::sandbox::unix_ns;
 
 /// 0..bound ms, from the clock's low bits: enough to spread the break
 /// over the phase of a timer.

@@ -71,16 +71,7 @@ pub(super) async fn run(options: &Options) -> anyhow::Result<serde_json::Value> 
 
 async fn measure_both(dir: &Path, options: &Options) -> anyhow::Result<serde_json::Value> {
     let seconds = options.seconds.unwrap_or(DEFAULT_SECONDS);
-    let binary = match &options.controller_binary {
-        Some(path) => path.clone(),
-        None => std::env::current_exe().context("find the running leitstand binary")?,
-    };
-    if !is_executable(&binary) {
-        bail!(
-            "{} is not an executable; build it first: cargo build --release -p leitstand",
-            binary.display()
-        );
-    }
+    let binary = crate::sandbox::process::leitstand_binary(options.controller_binary.as_deref())?;
     let etcd_binary = if options.etcd {
         find_on_path("etcd")
     } else {

@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 pub(crate) struct Endpoint {
     name: String,
     address: SocketAddr,
-    /// Some while open: asks the task to close and answers the close time.
+    /// Some while open: asks the task to close and answers the close time
+    /// (unix ns).
     close: Option<oneshot::Sender<oneshot::Sender<i64>>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -35,7 +36,8 @@ impl Endpoint {
                         }
                     }
                     reply = &mut closed => {
-                        let at = super::unix_ms();
+                        // Read right before the listening socket closes.
+                        let at = super::unix_ns();
                         drop(listener);
                         if let Ok(reply) = reply {
                             let _ = reply.send(at);
@@ -61,7 +63,7 @@ impl Endpoint {
         self.close.is_some()
     }
 
-    /// Closes the listening socket; returns when (unix ms).
+    /// Closes the listening socket; returns when (unix ns).
     pub(crate) async fn close(&mut self) -> anyhow::Result<i64> {
         let close = self
             .close

@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
 /// How long a SIGTERM'd process may take to drain before it is killed.
@@ -108,13 +109,13 @@ impl Process {
     /// SIGTERM, waits for it to drain and exit (SIGKILL after a grace period).
     pub(crate) async fn terminate(&mut self) -> anyhow::Result<()> {
         if self.stopped {
-            self.signal("CONT")?;
+            self.signal(Signal::SIGCONT)?;
         }
         if self.pid().is_none() {
             self.child = None;
             return Ok(());
         }
-        self.signal("TERM")?;
+        self.signal(Signal::SIGTERM)?;
         if let Some(child) = &mut self.child
             && tokio::time::timeout(TERM_GRACE, child.wait())
                 .await
@@ -127,38 +128,29 @@ impl Process {
 
     /// SIGSTOP: the process freezes with its sockets open.
     pub(crate) fn freeze(&mut self) -> anyhow::Result<()> {
-        self.signal("STOP")?;
+        self.signal(Signal::SIGSTOP)?;
         self.stopped = true;
         Ok(())
     }
 
     pub(crate) fn thaw(&mut self) -> anyhow::Result<()> {
-        self.signal("CONT")?;
+        self.signal(Signal::SIGCONT)?;
         self.stopped = false;
         Ok(())
     }
 
     /// SIGHUP: controllers reload certificates and the CRL.
     pub(crate) fn hangup(&mut self) -> anyhow::Result<()> {
-        self.signal("HUP")
+        self.signal(Signal::SIGHUP)
     }
 
-    fn signal(&self, name: &str) -> anyhow::Result<()> {
+    fn signal(&self, signal: Signal) -> anyhow::Result<()> {
         let pid = self
             .pid()
-            .with_context(|| format!("{} is not running (SIG{name})", self.name))?;
-        // kill(1) from procps: argv only, the pid a number we hold.
-        let status = std::process::Command::new("kill")
-            .args(["-s", name, &pid.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .with_context(|| format!("run kill -s {name} {pid}"))?;
-        if !status.success() {
-            bail!("kill -s {name} {pid} ({}) failed: {status}", self.name);
-        }
-        Ok(())
+            .with_context(|| format!("{} is not running ({signal})", self.name))?;
+        let pid = i32::try_from(pid).with_context(|| format!("pid {pid} out of range"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .with_context(|| format!("send {signal} to {} (pid {pid})", self.name))
     }
 
     /// Its last lines, for error messages.
@@ -167,6 +159,25 @@ impl Process {
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
+}
+
+/// The `leitstand` binary to run as controller and agent: `explicit`, or
+/// the running one; it must be an executable file.
+pub(crate) fn leitstand_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let binary = match explicit {
+        Some(path) => path.to_owned(),
+        None => std::env::current_exe().context("find the running leitstand binary")?,
+    };
+    let executable = std::fs::metadata(&binary)
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if !executable {
+        bail!(
+            "{} is not an executable; build it first: cargo build --release -p leitstand",
+            binary.display()
+        );
+    }
+    Ok(binary)
 }
 
 /// Writes an executable script (0755).

@@ -271,12 +271,9 @@ fn stale_vantage_points_count_for_nothing_unless_silence_means_failed() {
     );
 }
 
-#[test]
-fn an_agent_clock_stepping_back_does_not_freeze_its_vantage_point() {
-    let p = path(&["a"], 1, Silence::Unknown);
-    let now = Instant::now();
-    let mut windows = Windows::default();
-    let report = |observed: i64, status| Report {
+/// A report with one result of the check `uplink`, observed at `observed`.
+fn uplink_report(observed: i64, status: CheckStatus) -> Report {
+    Report {
         seq: 1,
         observed_at_unix_ms: observed,
         host: None,
@@ -288,14 +285,21 @@ fn an_agent_clock_stepping_back_does_not_freeze_its_vantage_point() {
             duration: Duration::ZERO,
             perf: vec![],
         }],
-    };
+    }
+}
+
+#[test]
+fn an_agent_clock_stepping_back_does_not_freeze_its_vantage_point() {
+    let p = path(&["a"], 1, Silence::Unknown);
+    let now = Instant::now();
+    let mut windows = Windows::default();
     // Passing with the clock an hour ahead, then the clock steps back two
     // hours and the check fails three times.
     for observed in [3_600_010, 3_600_020] {
-        windows.record(&agent("a"), &report(observed, OK), now);
+        windows.record(&agent("a"), &uplink_report(observed, OK), now);
     }
     for observed in [-3_599_990, -3_599_980, -3_599_970] {
-        windows.record(&agent("a"), &report(observed, CRIT), now);
+        windows.record(&agent("a"), &uplink_report(observed, CRIT), now);
     }
     let verdict = super::path(&p, &windows, now - LONG, now);
     assert_eq!(
@@ -310,22 +314,9 @@ fn a_repeated_result_counts_once() {
     let p = path(&["a"], 1, Silence::Unknown);
     let now = Instant::now();
     let mut windows = Windows::default();
-    let report = |observed: i64, status| Report {
-        seq: observed as u64,
-        observed_at_unix_ms: observed,
-        host: None,
-        checks: vec![CheckResult {
-            name: id("uplink"),
-            status,
-            summary: String::new(),
-            observed_at_unix_ms: observed,
-            duration: Duration::ZERO,
-            perf: vec![],
-        }],
-    };
     // Three reports carrying two distinct critical results.
     for observed in [10, 10, 20] {
-        windows.record(&agent("a"), &report(observed, CRIT), now);
+        windows.record(&agent("a"), &uplink_report(observed, CRIT), now);
     }
     let verdict = super::path(&p, &windows, now - LONG, now);
     assert_eq!(
@@ -333,7 +324,7 @@ fn a_repeated_result_counts_once() {
         None,
         "two results, fail_after 3"
     );
-    windows.record(&agent("a"), &report(30, CRIT), now);
+    windows.record(&agent("a"), &uplink_report(30, CRIT), now);
     let verdict = super::path(&p, &windows, now - LONG, now);
     assert_eq!(
         verdict.next_state(PathState::Healthy),
