@@ -104,9 +104,10 @@ enum Command {
     Drill(drill::DrillCommand),
     /// Run a benchmark and print its figures as JSON (see docs/benchmarks.md).
     Bench {
-        /// Which benchmark: agent, raft, dashboard, failover.
+        /// Which benchmark: agent, raft, dashboard, failover, ingest.
         name: String,
-        /// How long to measure (agent: default 120; raft: the throughput phase, default 20).
+        /// How long to measure (agent: default 120; raft: the throughput phase, default 20;
+        /// ingest: the window, default 60).
         #[arg(long, value_parser = clap::value_parser!(u64).range(10..=3600))]
         seconds: Option<u64>,
         /// raft: how many times to SIGKILL the leader and time the election (default 10);
@@ -126,6 +127,9 @@ enum Command {
         /// and keepalived is installed (auto), or not (off).
         #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
         keepalived: String,
+        /// ingest: simulated agents, each with its own certificate and mTLS session.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=20_000))]
+        agents: u64,
     },
     /// Print a shell completion script to standard output.
     Completions {
@@ -284,6 +288,7 @@ fn main() -> ExitCode {
             etcd,
             controller_binary,
             keepalived,
+            agents,
         } => {
             let trials = trials.unwrap_or(if name == "failover" { 20 } else { 10 });
             block_on(bench(
@@ -295,6 +300,7 @@ fn main() -> ExitCode {
                     etcd: etcd == "auto",
                     controller_binary,
                     keepalived: keepalived == "auto",
+                    agents,
                 },
             ))
         }

@@ -32,7 +32,10 @@ use crate::executor::Executor;
 use leitstand_proto::error_chain;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Small enough that agents are back within seconds once a partition heals
+/// (drill `agents-cut-from-leader`); with jitter, 10 000 agents retrying a
+/// lost cluster make about 4 000 connection attempts a second.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A session that lasted this long resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,11 +43,15 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// controller behind a link that drops everything must not hold the agent
 /// for the transport's own (longer) timeouts while another one could take
 /// its reports.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a controller whose session just failed is passed over: not the
 /// next one tried in turn, and a leader hint naming it (a follower's stale
 /// view) is not followed.
-const FAILED_MEMORY: Duration = Duration::from_secs(5);
+const FAILED_MEMORY: Duration = Duration::from_secs(1);
+/// The longest pause before asking the next controller when a hint named
+/// the one that just failed: a new leader is usually elected within a
+/// second, and the agent must find it (or the old one, healed) quickly.
+const AVOIDED_HINT_DELAY_MAX: Duration = Duration::from_millis(500);
 /// Leader hints followed in a row before the agent suspects stale hints
 /// (followers naming each other) and falls back to backoff.
 const MAX_HINTS_IN_A_ROW: u32 = 3;
@@ -380,7 +387,7 @@ impl Reporter {
                 }
                 SessionEnd::NotLeader { hint: Some(hint) } if avoid.as_ref() == Some(&hint) => {
                     hints_in_a_row = 0;
-                    let delay = backoff.next_delay();
+                    let delay = backoff.next_delay().min(AVOIDED_HINT_DELAY_MAX);
                     tracing::info!(controller = %address, leader = %hint, "the hint names the controller that just failed (the follower has not noticed yet); trying the next in {delay:?}");
                     delay
                 }

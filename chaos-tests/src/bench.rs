@@ -11,6 +11,9 @@
 //! `leitstand bench failover`: a broken active path until the executor
 //! starts the action, next to keepalived's VRRP between two network
 //! namespaces (`failover.rs`, `keepalived.rs`).
+//!
+//! `leitstand bench ingest [--agents N]`: simulated agents, each with its own
+//! mTLS session, reporting once a second to three controllers (`ingest.rs`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -26,6 +29,7 @@ mod cluster;
 mod dashboard;
 mod etcd;
 mod failover;
+mod ingest;
 mod keepalived;
 mod raft;
 
@@ -33,7 +37,7 @@ mod raft;
 const RSS_BUDGET_KIB: u64 = 10 * 1024;
 
 /// The benchmarks `leitstand bench` knows.
-pub const NAMES: &[&str] = &["agent", "raft", "dashboard", "failover"];
+pub const NAMES: &[&str] = &["agent", "raft", "dashboard", "failover", "ingest"];
 
 /// Measurement time of the agent benchmark unless `--seconds` says otherwise.
 const AGENT_DEFAULT_SECONDS: u64 = 120;
@@ -53,6 +57,8 @@ pub struct Options {
     pub controller_binary: Option<PathBuf>,
     /// failover: measure keepalived too when it runs here (root, installed).
     pub keepalived: bool,
+    /// ingest: simulated agents, each with its own certificate and session.
+    pub agents: u64,
 }
 
 /// Runs benchmark `name` and returns its JSON report.
@@ -62,6 +68,7 @@ pub async fn run(name: &str, options: &Options) -> anyhow::Result<serde_json::Va
         "raft" => raft::run(options).await,
         "dashboard" => dashboard::run(),
         "failover" => failover::run(options).await,
+        "ingest" => ingest::run(options).await,
         other => bail!("unknown benchmark {other:?}; known: {}", NAMES.join(", ")),
     }
 }

@@ -20,6 +20,8 @@ use crate::scenarios::{self, Scenario};
 /// 30 s + verify 15 s, with room).
 const SETTLE_WITHIN: Duration = Duration::from_secs(75);
 const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
+/// How an interrupted run's error begins: no further scenario starts.
+const INTERRUPTED: &str = "interrupted";
 /// No new decision for this long after all ended: the system is at rest.
 const QUIET: Duration = Duration::from_millis(1500);
 
@@ -278,7 +280,14 @@ pub async fn run(names: &[&str], options: &Options) -> anyhow::Result<Report> {
             tracing::info!(scenario = scenario.name, seed, "drill starts");
             let report = run_one(scenario, &binary, seed, options).await;
             tracing::info!(scenario = scenario.name, seed, outcome = %report.outcome, "drill ends");
+            let stop = report
+                .error
+                .as_ref()
+                .is_some_and(|e| e.starts_with(INTERRUPTED));
             runs.push(report);
+            if stop {
+                return Ok(Report { runs });
+            }
         }
     }
     Ok(Report { runs })
@@ -328,10 +337,30 @@ async fn run_one(scenario: &Scenario, binary: &Path, seed: u64, options: &Option
         }
     };
     let mut rng = StdRng::seed_from_u64(seed);
+    let terminated = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let interrupted =
+        |how: &str| anyhow::anyhow!("{INTERRUPTED} ({how}); everything started is torn down");
     let outcome = tokio::select! {
         outcome = (scenario.run)(&mut sandbox, &mut rng) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (Ctrl-C); everything started is torn down")),
+        _ = tokio::signal::ctrl_c() => Err(interrupted("Ctrl-C")),
+        () = terminated => Err(interrupted("SIGTERM")),
     };
+    if outcome
+        .as_ref()
+        .is_err_and(|e| e.to_string().starts_with(INTERRUPTED))
+    {
+        report.error = outcome.err().map(|e| e.to_string());
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        // Dropping the sandbox kills every process and removes its directory.
+        return report;
+    }
     if let Err(e) = &outcome {
         sandbox.note(format!("the scenario stopped early: {e:#}"));
         report.error = Some(format!("{e:#}"));

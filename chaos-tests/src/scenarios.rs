@@ -78,7 +78,7 @@ pub(crate) fn all() -> Vec<Scenario> {
         Scenario {
             name: "agents-cut-from-leader",
             summary: "The agents cannot reach the leader (the controllers can): no false failover while blind; failover once the agents are back.",
-            short: true,
+            short: false,
             needs_root: false,
             spec: three,
             run: |s, r| Box::pin(agents_cut_from_leader(s, r)),
@@ -174,7 +174,7 @@ pub(crate) fn all() -> Vec<Scenario> {
         Scenario {
             name: "five-lose-two",
             summary: "Five controllers lose two (the leader among them) to SIGKILL; acknowledged operator actions survive; the three fail over.",
-            short: false,
+            short: true,
             needs_root: false,
             spec: five,
             run: |s, r| Box::pin(five_lose_two(s, r)),

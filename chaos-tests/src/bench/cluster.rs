@@ -609,6 +609,11 @@ impl Cluster {
         self.tls.clone()
     }
 
+    /// Process id of member `i` while it runs, for /proc samples.
+    pub(super) fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes.get(i)?.child.as_ref()?.id()
+    }
+
     pub(super) fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         self.nodes[i].spawn()
     }
