@@ -1,24 +1,7 @@
-//! The command line: every subcommand of DESIGN.md §9 exists; those whose
-//! work comes later say so and exit 2; configuration errors are located.
+//! The command line: subcommands without what they need exit 2 saying what
+//! is missing; configuration errors are located.
 
 use crate::support::{free_port, must_succeed, pki, run, text};
-
-#[test]
-fn later_commands_exist_and_say_they_are_not_available_yet() {
-    let cases: &[&[&str]] = &[
-        &["drill", "list"],
-        &["drill", "run", "leader-killed", "--seed", "7"],
-    ];
-    for args in cases {
-        let out = run(args);
-        assert_eq!(out.status.code(), Some(2), "leitstand {args:?}");
-        let stderr = text(&out.stderr);
-        assert!(
-            stderr.contains("not available yet"),
-            "leitstand {args:?} says why: {stderr}"
-        );
-    }
-}
 
 #[test]
 fn cluster_commands_without_what_they_need_exit_2_saying_what_is_missing() {

@@ -182,7 +182,8 @@ fn a_controller_pushes_its_metrics_over_otlp_with_the_configured_header() {
         .latest("leitstand.inputs.rejected")
         .expect("refusals");
     assert!(
-        matches!(&rejected.data, Some(metric::Data::Sum(s)) if s.is_monotonic && s.data_points.len() == 12),
+        matches!(&rejected.data, Some(metric::Data::Sum(s))
+            if s.is_monotonic && s.data_points.len() == leitstand_controller::Rejection::ALL.len()),
         "a monotonic counter with one series per reason: {rejected:?}"
     );
     let accepted = receiver
