@@ -117,11 +117,15 @@ async fn a_reload_refuses_further_operator_calls_on_an_open_connection() {
         "{status:?}"
     );
     must_log(&[
-        "request refused",
+        "operator call refused",
         "reason=\"certificate_revoked\"",
         "operator/schicht-1",
     ])
     .await;
+    assert!(
+        controller.rejected(Rejection::CertificateRevoked) >= 1,
+        "the refused operator call is counted"
+    );
 }
 
 #[tokio::test]
