@@ -417,9 +417,27 @@ impl Engine {
                 );
                 continue;
             }
+            let active_verdict = service
+                .path(&record.active_path)
+                .map(|active| evaluate::path(active, &self.windows, leader_since, now));
+            // Likewise the failed path: its Failed state may have been
+            // committed by a previous leader (an entry the new leader
+            // committed after an election, drill `partition-asymmetric`),
+            // while this leader's own windows have not seen it fail yet. The
+            // decision waits for them, so its evidence proves the failure.
+            if kind == DecisionKind::Failover
+                && active_verdict.as_ref().is_none_or(|v| v.failing < v.quorum)
+            {
+                tracing::debug!(
+                    service = name,
+                    active = %record.active_path,
+                    "not switching yet: this leader has not seen the active path fail itself"
+                );
+                continue;
+            }
             let mut evidence: Vec<Evidence> = Vec::new();
-            if let Some(active) = service.path(&record.active_path) {
-                evidence.extend(evaluate::path(active, &self.windows, leader_since, now).evidence);
+            if let Some(verdict) = active_verdict {
+                evidence.extend(verdict.evidence);
             }
             evidence.extend(target_verdict.evidence);
             let reason = match kind {
