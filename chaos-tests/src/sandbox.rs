@@ -1267,15 +1267,8 @@ pub(crate) fn describe(view: &v1::View) -> String {
 }
 
 fn read_journal(path: &Path) -> anyhow::Result<Vec<Execution>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-    };
-    // A line is complete once its newline is there.
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete
-        .lines()
+    process::complete_lines(path)?
+        .iter()
         .map(|line| parse_journal_line(line).with_context(|| format!("journal line {line:?}")))
         .collect()
 }

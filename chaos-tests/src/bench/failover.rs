@@ -323,15 +323,8 @@ struct Entry {
 }
 
 fn read_journal(path: &Path) -> anyhow::Result<Vec<Entry>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-    };
-    // A line is complete once its newline is there.
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete
-        .lines()
+    crate::sandbox::process::complete_lines(path)?
+        .iter()
         .map(|line| {
             let mut words = line.split_whitespace();
             let unix_ns = words

@@ -180,6 +180,18 @@ pub(crate) fn leitstand_binary(explicit: Option<&Path>) -> anyhow::Result<PathBu
     Ok(binary)
 }
 
+/// The complete lines of a file others append to (a line is complete once
+/// its newline is there); none when it does not exist yet.
+pub(crate) fn complete_lines(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    Ok(complete.lines().map(str::to_owned).collect())
+}
+
 /// Writes an executable script (0755).
 pub(crate) fn write_script(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
