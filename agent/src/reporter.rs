@@ -7,7 +7,9 @@
 //! once when a check changes state. Without a controller the agent tries the
 //! next configured address, or the leader a follower named, with
 //! exponential backoff and jitter; reports keep being taken meanwhile, also
-//! while a connection is being set up.
+//! while a connection is being set up. A controller that does not answer
+//! gets a fresh attempt every second while the others are asked who leads
+//! (`open_racing`), so a healed link is used within about a second.
 //!
 //! ExecuteAction requests go to the executor in their own tasks; results
 //! that cannot be sent at once wait (bounded) for the next session, and the
@@ -38,12 +40,19 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A session that lasted this long resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
-const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connecting, the TLS handshake and opening the Session together: a
-/// controller behind a link that drops everything must not hold the agent
-/// for the transport's own (longer) timeouts while another one could take
-/// its reports.
+/// One attempt at a session: connecting, the TLS handshake, the Session
+/// call and the controller's first message together. A controller behind a
+/// link that drops everything must not hold the agent for the transport's
+/// own (longer) timeouts while another one could take its reports.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
+/// While a controller does not answer, a fresh attempt starts this often
+/// (see [`open_racing`]).
+const OPEN_RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Attempts at one controller in flight at once.
+const MAX_OPEN_ATTEMPTS: usize = 3;
+/// While a controller does not answer, another one is asked this often who
+/// leads.
+const CONSULT_EVERY: Duration = Duration::from_secs(3);
 /// How long a controller whose session just failed is passed over: not the
 /// next one tried in turn, and a leader hint naming it (a follower's stale
 /// view) is not followed.
@@ -368,7 +377,7 @@ impl Reporter {
                 a
             });
             let started = Instant::now();
-            let end = self.session(&address).await;
+            let (end, address) = self.session(&address).await;
             if matches!(end, SessionEnd::Failed(_)) {
                 failed = Some((address.clone(), Instant::now()));
             }
@@ -438,61 +447,43 @@ impl Reporter {
         }
     }
 
-    async fn session(&mut self, address: &str) -> SessionEnd {
-        let tls = self.tls.clone();
-        let hello = self.hello();
-        let (outbound, outbound_rx) = mpsc::channel::<v1::AgentMessage>(64);
-        let opening = async move {
-            let channel = tls.channel(address).await.map_err(|e| error_chain(&e))?;
-            let mut client = AgentGatewayClient::new(channel)
-                .max_decoding_message_size(bounds::MAX_AGENT_MESSAGE_BYTES)
-                .max_encoding_message_size(bounds::MAX_AGENT_MESSAGE_BYTES);
-            let mut inbound = client
-                .session(ReceiverStream::new(outbound_rx))
-                .await
-                .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?
-                .into_inner();
-            let first = tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await;
-            Ok::<_, String>((inbound, first))
-        };
-        if outbound.send(hello).await.is_err() {
-            return SessionEnd::Failed("outbound stream closed".into());
-        }
-        let opening = tokio::time::timeout(OPEN_TIMEOUT, opening);
-        let (mut inbound, first) = match self.offline_until(opening).await {
-            None => return SessionEnd::Stopped,
-            Some(Err(_)) => {
-                return SessionEnd::Failed(format!(
-                    "no connection within {OPEN_TIMEOUT:?} (connect, TLS handshake, Session call)"
-                ));
+    /// One session: opened by [`open_racing`], then reports out and
+    /// Acks, actions and NotLeader in, until it ends. Returns how it ended
+    /// and the controller it ended with (a consulted controller may turn out
+    /// to be the leader and take the session).
+    async fn session(&mut self, target: &str) -> (SessionEnd, String) {
+        let others: Vec<String> = self
+            .config
+            .controllers
+            .iter()
+            .filter(|c| c.as_str() != target)
+            .cloned()
+            .collect();
+        let racing = open_racing(self.tls.clone(), target.to_owned(), others, self.hello());
+        let (address, session) = match self.offline_until(racing).await {
+            None => return (SessionEnd::Stopped, target.to_owned()),
+            Some(Opening::Failed(why)) => return (SessionEnd::Failed(why), target.to_owned()),
+            Some(Opening::NotLeader { hint }) => {
+                return (SessionEnd::NotLeader { hint }, target.to_owned());
             }
-            Some(Ok(Err(why))) => return SessionEnd::Failed(why),
-            Some(Ok(Ok(opened))) => opened,
+            Some(Opening::Opened { address, session }) => (address, session),
         };
-        let welcome = match first {
-            Err(_) => return SessionEnd::Failed("no Welcome within 10 s".into()),
-            Ok(Err(status)) => {
-                return SessionEnd::Failed(format!("{:?}: {}", status.code(), status.message()));
-            }
-            Ok(Ok(None)) => {
-                return SessionEnd::Failed(
-                    "the controller closed the stream before Welcome".into(),
-                );
-            }
-            Ok(Ok(Some(v1::ControllerMessage { kind }))) => match kind {
-                Some(controller_message::Kind::Welcome(welcome)) => welcome,
-                Some(controller_message::Kind::NotLeader(not_leader)) => {
-                    let hint =
-                        Some(not_leader.leader_hint).filter(|h| !h.is_empty() && h != address);
-                    return SessionEnd::NotLeader { hint };
-                }
-                _ => {
-                    return SessionEnd::Failed(
-                        "the controller's first message was not Welcome".into(),
-                    );
-                }
-            },
-        };
+        let OpenSession {
+            outbound,
+            mut inbound,
+            welcome,
+        } = *session;
+        let end = self.serve(&address, outbound, &mut inbound, welcome).await;
+        (end, address)
+    }
+
+    async fn serve(
+        &mut self,
+        address: &str,
+        outbound: mpsc::Sender<v1::AgentMessage>,
+        inbound: &mut tonic::Streaming<v1::ControllerMessage>,
+        welcome: v1::Welcome,
+    ) -> SessionEnd {
         while self
             .buffer
             .front()
@@ -640,6 +631,194 @@ impl Reporter {
     }
 }
 
+/// How opening a session ended.
+enum Opening {
+    Opened {
+        address: String,
+        session: Box<OpenSession>,
+    },
+    /// The controller, or a consulted one, named another leader or none.
+    NotLeader {
+        hint: Option<String>,
+    },
+    Failed(String),
+}
+
+/// A session the controller welcomed.
+struct OpenSession {
+    outbound: mpsc::Sender<v1::AgentMessage>,
+    inbound: tonic::Streaming<v1::ControllerMessage>,
+    welcome: v1::Welcome,
+}
+
+/// What one attempt's first answer was.
+enum Answer {
+    Welcome(Box<OpenSession>),
+    NotLeader { hint: Option<String> },
+}
+
+enum AttemptError {
+    /// No answer within [`OPEN_TIMEOUT`]: the controller or the link to it
+    /// may be gone, or only slow.
+    TimedOut,
+    /// A definite answer: refused, reset, a TLS or gRPC error.
+    Failed(String),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The controller the agent believes leads.
+    Target,
+    /// Another controller, asked who leads while the target does not answer.
+    Consulted,
+}
+
+/// Opens a session with `target` and waits for its first message.
+async fn open_once(
+    tls: Arc<ClientTls>,
+    address: String,
+    hello: v1::AgentMessage,
+) -> Result<Answer, AttemptError> {
+    let (outbound, outbound_rx) = mpsc::channel::<v1::AgentMessage>(64);
+    // Cannot fail: the receiver is right here.
+    let _ = outbound.try_send(hello);
+    let opening = async {
+        let channel = tls.channel(&address).await.map_err(|e| error_chain(&e))?;
+        let mut client = AgentGatewayClient::new(channel)
+            .max_decoding_message_size(bounds::MAX_AGENT_MESSAGE_BYTES)
+            .max_encoding_message_size(bounds::MAX_AGENT_MESSAGE_BYTES);
+        let mut inbound = client
+            .session(ReceiverStream::new(outbound_rx))
+            .await
+            .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?
+            .into_inner();
+        let first = inbound
+            .message()
+            .await
+            .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
+        Ok::<_, String>((inbound, first))
+    };
+    let (inbound, first) = match tokio::time::timeout(OPEN_TIMEOUT, opening).await {
+        Err(_) => return Err(AttemptError::TimedOut),
+        Ok(Err(why)) => return Err(AttemptError::Failed(why)),
+        Ok(Ok(opened)) => opened,
+    };
+    match first.and_then(|m| m.kind) {
+        None => Err(AttemptError::Failed(
+            "the controller closed the stream before Welcome".into(),
+        )),
+        Some(controller_message::Kind::Welcome(welcome)) => {
+            Ok(Answer::Welcome(Box::new(OpenSession {
+                outbound,
+                inbound,
+                welcome,
+            })))
+        }
+        Some(controller_message::Kind::NotLeader(not_leader)) => Ok(Answer::NotLeader {
+            hint: Some(not_leader.leader_hint).filter(|h| !h.is_empty() && *h != address),
+        }),
+        Some(_) => Err(AttemptError::Failed(
+            "the controller's first message was not Welcome".into(),
+        )),
+    }
+}
+
+/// Opens a session with `target`, racing fresh attempts against a slow one.
+///
+/// An attempt through a link that drops everything hangs until its timeout,
+/// and a link that heals meanwhile does not revive it (the bytes it sent are
+/// gone). So while the target has not answered, another attempt starts every
+/// [`OPEN_RETRY_EVERY`] (at most [`MAX_OPEN_ATTEMPTS`] at once): once the
+/// link heals, the agent is back within about that long rather than a whole
+/// timeout later (drill `agents-cut-from-leader`, DESIGN.md I7).
+///
+/// Whether waiting for the target is still right, the other controllers
+/// know: every [`CONSULT_EVERY`], starting when the first attempt times out,
+/// one of them is asked in turn. If it names the target as leader, the
+/// racing goes on; if it names another leader or none, or leads itself, or
+/// does not answer either, that ends the opening and the caller goes on as
+/// it would after any session. Without other controllers the opening fails
+/// when the attempts started within [`OPEN_TIMEOUT`] have timed out.
+async fn open_racing(
+    tls: Arc<ClientTls>,
+    target: String,
+    others: Vec<String>,
+    hello: v1::AgentMessage,
+) -> Opening {
+    let started = Instant::now();
+    let mut attempts = tokio::task::JoinSet::new();
+    let start = |attempts: &mut tokio::task::JoinSet<_>, role: Role, address: String| {
+        let (tls, hello) = (tls.clone(), hello.clone());
+        attempts.spawn(async move {
+            let answer = open_once(tls, address.clone(), hello).await;
+            (role, address, answer)
+        });
+    };
+    start(&mut attempts, Role::Target, target.clone());
+    let mut target_in_flight = 1usize;
+    let mut next_retry = started + OPEN_RETRY_EVERY;
+    let mut next_consult = started + OPEN_TIMEOUT;
+    let mut consulted = 0usize;
+    let mut consulting = false;
+    loop {
+        let may_retry = target_in_flight < MAX_OPEN_ATTEMPTS
+            && (!others.is_empty() || next_retry < started + OPEN_TIMEOUT);
+        let may_consult = !consulting && !others.is_empty();
+        tokio::select! {
+            joined = attempts.join_next() => {
+                let Some(joined) = joined else {
+                    return Opening::Failed(format!(
+                        "no answer within {OPEN_TIMEOUT:?} (connect, TLS handshake, Session call)"
+                    ));
+                };
+                let (role, address, answer) = match joined {
+                    Ok(done) => done,
+                    // A panicked attempt is a bug, but not the agent's end.
+                    Err(e) => return Opening::Failed(format!("an opening attempt failed: {e}")),
+                };
+                match (role, answer) {
+                    (_, Ok(Answer::Welcome(session))) => {
+                        return Opening::Opened { address, session };
+                    }
+                    (Role::Target, Ok(Answer::NotLeader { hint })) => {
+                        return Opening::NotLeader { hint };
+                    }
+                    (Role::Target, Err(AttemptError::Failed(why))) => return Opening::Failed(why),
+                    (Role::Target, Err(AttemptError::TimedOut)) => target_in_flight -= 1,
+                    (Role::Consulted, Ok(Answer::NotLeader { hint: Some(hint) })) if hint == target => {
+                        consulting = false;
+                        tracing::debug!(controller = %target, consulted = %address, "still the leader; trying it again");
+                    }
+                    (Role::Consulted, Ok(Answer::NotLeader { hint })) => {
+                        tracing::info!(controller = %target, consulted = %address, leader = ?hint, "no answer from the controller, and another one names a different leader");
+                        return Opening::NotLeader { hint };
+                    }
+                    (Role::Consulted, Err(e)) => {
+                        let why = match e {
+                            AttemptError::TimedOut => format!("no answer within {OPEN_TIMEOUT:?}"),
+                            AttemptError::Failed(why) => why,
+                        };
+                        return Opening::Failed(format!(
+                            "no answer within {OPEN_TIMEOUT:?}, and {address}, asked who leads, failed too: {why}"
+                        ));
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(next_retry), if may_retry => {
+                start(&mut attempts, Role::Target, target.clone());
+                target_in_flight += 1;
+                next_retry += OPEN_RETRY_EVERY;
+            }
+            () = tokio::time::sleep_until(next_consult), if may_consult => {
+                start(&mut attempts, Role::Consulted, others[consulted % others.len()].clone());
+                consulted += 1;
+                consulting = true;
+                next_consult += CONSULT_EVERY;
+            }
+        }
+    }
+}
+
 fn no_ack_end(waited: Duration) -> SessionEnd {
     SessionEnd::Failed(format!(
         "no acknowledgement within {waited:?}: the controller or the link to it is gone"
@@ -659,6 +838,103 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An agent certificate and the CA, in a fresh directory.
+    fn agent_tls(dir: &std::path::Path) -> Arc<ClientTls> {
+        use leitstand_proto::identity::PeerKind;
+        use leitstand_proto::pki;
+        pki::init(dir, "city.example", false).expect("pki init");
+        let request = pki::IssueRequest {
+            kind: PeerKind::Agent,
+            name: "site-1".to_owned(),
+            dns: Vec::new(),
+            ips: Vec::new(),
+            validity: pki::Validity::days_from_now(1),
+            force: false,
+        };
+        pki::issue(dir, &request).expect("pki issue");
+        let files = leitstand_proto::tls::TlsFiles {
+            ca: pki::ca_cert_path(dir),
+            cert: pki::cert_path(dir, PeerKind::Agent, "site-1"),
+            key: pki::key_path(dir, PeerKind::Agent, "site-1"),
+            crl: None,
+            trust_domain: None,
+        };
+        Arc::new(ClientTls::load(files).expect("client TLS"))
+    }
+
+    /// A controller behind a link that drops everything: it accepts and
+    /// reads, never answers; counts the connections.
+    async fn black_hole() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut sink = [0u8; 4096];
+                    while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        (address, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_silent_controller_gets_fresh_attempts_until_another_one_is_asked_who_leads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls = agent_tls(dir.path());
+        let (target, accepted) = black_hole().await;
+        // A port nobody listens on: the controller asked who leads is down.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let down = closed.local_addr().expect("address").to_string();
+        drop(closed);
+        let hello = v1::AgentMessage::default();
+        let opening = open_racing(tls, target.clone(), vec![down.clone()], hello);
+        let outcome = tokio::time::timeout(OPEN_TIMEOUT * 3, opening)
+            .await
+            .expect("the opening ends once the consulted controller fails");
+        let Opening::Failed(why) = outcome else {
+            panic!("expected a failed opening");
+        };
+        assert!(
+            why.contains(&down) && why.contains("asked who leads"),
+            "the reason names the consulted controller: {why}"
+        );
+        // Attempts at 0, 1 and 2 s; the consultation at 3 s ends it.
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            MAX_OPEN_ATTEMPTS,
+            "a fresh attempt every {OPEN_RETRY_EVERY:?} while the first hangs"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_other_controllers_the_opening_fails_when_its_attempts_time_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls = agent_tls(dir.path());
+        let (target, accepted) = black_hole().await;
+        let started = Instant::now();
+        let outcome = open_racing(tls, target, Vec::new(), v1::AgentMessage::default()).await;
+        assert!(
+            matches!(outcome, Opening::Failed(_)),
+            "a silent controller fails the opening"
+        );
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            MAX_OPEN_ATTEMPTS
+        );
+        let took = started.elapsed();
+        assert!(
+            took < OPEN_TIMEOUT + OPEN_RETRY_EVERY * 3,
+            "bounded by the last attempt's timeout: {took:?}"
+        );
+    }
 
     #[test]
     fn backoff_grows_to_its_cap_and_stays_within_it() {

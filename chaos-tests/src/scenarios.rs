@@ -78,7 +78,7 @@ pub(crate) fn all() -> Vec<Scenario> {
         Scenario {
             name: "agents-cut-from-leader",
             summary: "The agents cannot reach the leader (the controllers can): no false failover while blind; failover once the agents are back.",
-            short: false,
+            short: true,
             needs_root: false,
             spec: three,
             run: |s, r| Box::pin(agents_cut_from_leader(s, r)),

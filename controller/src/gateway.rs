@@ -332,6 +332,9 @@ impl SessionTask {
             ));
         };
         tracing::info!(agent = %agent, %version, peer = %self.peer.remote_addr, "agent connected");
+        self.engine.observe(Observation::Connected {
+            agent: agent.clone(),
+        });
         let result = self.serve_registered(inbound, &agent, registration).await;
         tracing::info!(agent = %agent, "agent session ended");
         result

@@ -75,6 +75,11 @@ pub(crate) enum Observation {
         agent: AgentId,
         result: ActionResult,
     },
+    /// A new session of `agent` registered: what was sent down the old one
+    /// may be lost with it.
+    Connected {
+        agent: AgentId,
+    },
 }
 
 /// The sessions' end of the engine.
@@ -176,6 +181,22 @@ impl Engine {
                 self.windows.record(&agent, &report, Instant::now());
             }
             Observation::ActionResult { agent, result } => self.action_result(agent, result).await,
+            Observation::Connected { agent } => {
+                // Resent at this activation rather than after the resend
+                // period: an executor that comes back (a healed link, a
+                // restart) runs its pending action at once (DESIGN.md I7).
+                // The executor's stored results keep a repeat harmless (I3).
+                let pending: Vec<String> = self.state.with_failover(|f| {
+                    f.decisions
+                        .values()
+                        .filter(|d| d.stage == Stage::Dispatched && d.executor == agent.as_str())
+                        .map(|d| d.id.clone())
+                        .collect()
+                });
+                for id in pending {
+                    self.sent.remove(&id);
+                }
+            }
         }
     }
 
