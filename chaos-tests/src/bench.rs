@@ -73,6 +73,37 @@ pub async fn run(name: &str, options: &Options) -> anyhow::Result<serde_json::Va
     }
 }
 
+/// Runs `measure` in a fresh temporary directory named after `name`, until
+/// it ends, Ctrl-C or SIGTERM; then removes the directory. Dropping the
+/// measurement kills every process it started (their guards' Drop).
+async fn in_scratch_dir<F, Fut>(name: &str, measure: F) -> anyhow::Result<serde_json::Value>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: Future<Output = anyhow::Result<serde_json::Value>>,
+{
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("leitstand-bench-{name}-"))
+        .tempdir()
+        .context("create a temporary directory")?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install a SIGTERM handler")?;
+    let outcome = tokio::select! {
+        result = measure(dir.path().to_owned()) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = terminate.recv() => Err(anyhow::anyhow!("terminated")),
+    };
+    if outcome.is_err() {
+        // The processes dropped with the measurement have been sent
+        // SIGKILL; give them a moment to exit before their files go.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let path = dir.path().to_owned();
+    if let Err(e) = dir.close() {
+        tracing::warn!("could not remove {}: {e}", path.display());
+    }
+    outcome
+}
+
 /// Memory and CPU of one process, from /proc.
 #[derive(Debug, Default, Clone, Copy)]
 struct Sample {

@@ -7,8 +7,7 @@
 
 use std::ffi::OsString;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +17,12 @@ use leitstand_proto::pki::{self, IssueRequest, Validity};
 use leitstand_proto::tls::{ClientTls, TlsFiles};
 use leitstand_proto::v1::operator_client::OperatorClient;
 use leitstand_proto::v1::{ClusterStatusRequest, ProbeRequest};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use super::etcd;
+use crate::sandbox::process::Process;
 
 pub(super) const MEMBERS: u64 = 3;
 /// Every proposal carries this many bytes (our Probe payload, etcd's value).
@@ -225,62 +225,32 @@ impl Proposer {
     }
 }
 
-/// One member: how to start it, and its process while it runs.
+/// One member: its process (started, killed, restarted as the sandbox's
+/// are) and a client of its API.
 #[derive(Debug)]
 struct Node {
     /// Our node id; etcd's member id, learned from its first answer.
     id: u64,
     /// host:port of its client API.
     address: String,
-    program: PathBuf,
-    args: Vec<OsString>,
-    env: Vec<(&'static str, &'static str)>,
-    /// Standard output and error of every incarnation, appended.
-    log: PathBuf,
-    child: Option<Child>,
+    process: Process,
     client: Option<NodeClient>,
 }
 
 impl Node {
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .with_context(|| format!("open {}", self.log.display()))?;
-        let child = Command::new(&self.program)
-            .args(&self.args)
-            // Nothing from the caller's environment (an ETCD_* or
-            // LEITSTAND_* variable) may change what is measured.
-            .env_clear()
-            .envs(self.env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("start {}", self.program.display()))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
     /// The last lines this member wrote, for error messages.
     fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(12)..].join("\n")
+        self.process.tail(12)
     }
 
     /// Fails if the process has exited: waiting longer would only time out.
     fn must_run(&mut self, system: System) -> anyhow::Result<()> {
-        if let Some(child) = &mut self.child
-            && let Some(status) = child.try_wait()?
-        {
+        if let Some(status) = self.process.exited()? {
             bail!(
                 "{} member at {} exited with {status}; its log ({}) ends:\n{}",
                 system.name(),
                 self.address,
-                self.log.display(),
+                self.process.log.display(),
                 self.tail()
             );
         }
@@ -335,11 +305,12 @@ impl Cluster {
             nodes.push(Node {
                 id,
                 address: format!("127.0.0.1:{port}"),
-                program: binary.to_owned(),
-                args: vec!["controller".into(), "--config".into(), config.into()],
-                env: vec![("LEITSTAND_LOG", "info"), ("NO_COLOR", "1")],
-                log: dir.join(format!("controller-{id}.log")),
-                child: None,
+                process: Process::new(
+                    format!("controller-{id}"),
+                    binary,
+                    vec!["controller".into(), "--config".into(), config.into()],
+                    dir.join(format!("controller-{id}.log")),
+                ),
                 client: None,
             });
         }
@@ -405,11 +376,12 @@ impl Cluster {
             nodes.push(Node {
                 id: 0,
                 address: format!("127.0.0.1:{client}"),
-                program: binary.to_owned(),
-                args,
-                env: vec![],
-                log: dir.join(format!("m{i}.log")),
-                child: None,
+                process: Process::new(
+                    format!("etcd m{i}"),
+                    binary,
+                    args,
+                    dir.join(format!("m{i}.log")),
+                ),
                 client: None,
             });
         }
@@ -424,7 +396,7 @@ impl Cluster {
     /// Starts every member and waits until each answers a status request.
     pub(super) async fn start(&mut self) -> anyhow::Result<()> {
         for node in &mut self.nodes {
-            node.spawn()?;
+            node.process.start()?;
         }
         for i in 0..self.nodes.len() {
             self.connect(i).await?;
@@ -515,7 +487,7 @@ impl Cluster {
             let mut views = Vec::new();
             let mut last = String::new();
             for node in &mut self.nodes {
-                if node.child.is_none() {
+                if !node.process.is_started() {
                     continue;
                 }
                 node.must_run(system)?;
@@ -525,7 +497,7 @@ impl Cluster {
                     Poll::NoAnswer(why) => last = format!("{}: {why}", node.address),
                 }
             }
-            let running = self.nodes.iter().filter(|n| n.child.is_some()).count();
+            let running = self.nodes.iter().filter(|n| n.process.is_started()).count();
             if let Some(found) = self.agreed(&views, running) {
                 return Ok(found);
             }
@@ -554,7 +526,7 @@ impl Cluster {
         let position = self
             .nodes
             .iter()
-            .position(|n| n.id == leader.answered_by && n.child.is_some())?;
+            .position(|n| n.id == leader.answered_by && n.process.is_started())?;
         Some((position, *leader))
     }
 
@@ -581,22 +553,14 @@ impl Cluster {
         self.nodes
             .iter()
             .enumerate()
-            .filter(|(j, node)| *j != i && node.child.is_some())
+            .filter(|(j, node)| *j != i && node.process.is_started())
             .filter_map(|(_, node)| node.client.clone())
             .collect()
     }
 
     /// Sends SIGKILL to member `i` and hands its process over to be reaped.
     pub(super) fn kill(&mut self, i: usize) -> anyhow::Result<Child> {
-        let node = &mut self.nodes[i];
-        let mut child = node
-            .child
-            .take()
-            .with_context(|| format!("member at {} is not running", node.address))?;
-        child
-            .start_kill()
-            .with_context(|| format!("SIGKILL the member at {}", node.address))?;
-        Ok(child)
+        self.nodes[i].process.start_kill()
     }
 
     /// host:port of every member's client API, in node order.
@@ -611,17 +575,24 @@ impl Cluster {
 
     /// Process id of member `i` while it runs, for /proc samples.
     pub(super) fn pid(&self, i: usize) -> Option<u32> {
-        self.nodes.get(i)?.child.as_ref()?.id()
+        self.nodes.get(i)?.process.pid()
     }
 
     pub(super) fn restart(&mut self, i: usize) -> anyhow::Result<()> {
-        self.nodes[i].spawn()
+        self.nodes[i].process.start()
     }
 
     pub(super) fn log_tails(&self) -> String {
         self.nodes
             .iter()
-            .map(|n| format!("--- {} ({}):\n{}", n.address, n.log.display(), n.tail()))
+            .map(|n| {
+                format!(
+                    "--- {} ({}):\n{}",
+                    n.address,
+                    n.process.log.display(),
+                    n.tail()
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -629,18 +600,18 @@ impl Cluster {
     /// Kills every member and reaps it; nothing of the cluster runs after.
     pub(super) async fn stop(&mut self) {
         for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.start_kill();
-                if tokio::time::timeout(REAP_TIMEOUT, child.wait())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(
-                        "the {} member at {} did not exit within {REAP_TIMEOUT:?} of SIGKILL",
-                        self.system.name(),
-                        node.address
-                    );
-                }
+            let Ok(mut child) = node.process.start_kill() else {
+                continue;
+            };
+            if tokio::time::timeout(REAP_TIMEOUT, child.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "the {} member at {} did not exit within {REAP_TIMEOUT:?} of SIGKILL",
+                    self.system.name(),
+                    node.address
+                );
             }
         }
     }

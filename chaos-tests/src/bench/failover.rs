@@ -72,27 +72,10 @@ const ACTION_SCRIPT: &str = "#!/bin/sh\n\
     echo \"$t $1 $2 ${LEITSTAND_DECISION_ID:--} ${LEITSTAND_FENCING_TOKEN:--}\" >> \"$JOURNAL\"\n";
 
 pub(super) async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
-    let dir = tempfile::Builder::new()
-        .prefix("leitstand-bench-failover-")
-        .tempdir()
-        .context("create a temporary directory")?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("install a SIGTERM handler")?;
-    // Dropping the measurement kills every process it started and deletes
-    // the network namespaces (their guards' Drop).
-    let outcome = tokio::select! {
-        result = measure_both(dir.path(), options) => result,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-        _ = terminate.recv() => Err(anyhow!("terminated")),
-    };
-    if outcome.is_err() {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let path = dir.path().to_owned();
-    if let Err(e) = dir.close() {
-        tracing::warn!("could not remove {}: {e}", path.display());
-    }
-    outcome
+    super::in_scratch_dir("failover", |dir| async move {
+        measure_both(&dir, options).await
+    })
+    .await
 }
 
 async fn measure_both(dir: &Path, options: &Options) -> anyhow::Result<serde_json::Value> {

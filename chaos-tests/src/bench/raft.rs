@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -46,27 +46,11 @@ const ELECTION_MEDIAN_BUDGET_MS: f64 = 1000.0;
 const ELECTION_MEDIAN_AIM_MS: f64 = 500.0;
 
 pub(super) async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
-    let dir = tempfile::Builder::new()
-        .prefix("leitstand-bench-raft-")
-        .tempdir()
-        .context("create a temporary directory")?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("install a SIGTERM handler")?;
-    let outcome = tokio::select! {
-        result = measure_both(dir.path(), options) => result,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-        _ = terminate.recv() => Err(anyhow!("terminated")),
-    };
-    if outcome.is_err() {
-        // The clusters dropped with the measurement have been sent SIGKILL;
-        // give the processes a moment to exit before their files go.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let path = dir.path().to_owned();
-    if let Err(e) = dir.close() {
-        tracing::warn!("could not remove {}: {e}", path.display());
-    }
-    outcome
+    super::in_scratch_dir(
+        "raft",
+        |dir| async move { measure_both(&dir, options).await },
+    )
+    .await
 }
 
 async fn measure_both(dir: &Path, options: &Options) -> anyhow::Result<serde_json::Value> {

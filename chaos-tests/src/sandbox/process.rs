@@ -1,5 +1,5 @@
-//! One process of the sandbox (a controller or an agent): started from argv
-//! with no shell and its output appended to a log, and the faults a drill
+//! One process of the sandbox or a benchmark (a controller, an agent, etcd):
+//! started from argv with no shell and its output appended to a log, and the faults a drill
 //! gives it: SIGKILL, SIGSTOP/SIGCONT, SIGTERM, SIGHUP, restart.
 
 use std::ffi::OsString;
@@ -76,6 +76,35 @@ impl Process {
         self.child = Some(child);
         self.stopped = false;
         Ok(())
+    }
+
+    /// SIGKILL, and hands the process over to be reaped by a caller that
+    /// times something from the signal (`bench raft`'s elections).
+    pub(crate) fn start_kill(&mut self) -> anyhow::Result<Child> {
+        let mut child = self
+            .child
+            .take()
+            .with_context(|| format!("{} is not running", self.name))?;
+        child
+            .start_kill()
+            .with_context(|| format!("SIGKILL {}", self.name))?;
+        self.stopped = false;
+        Ok(child)
+    }
+
+    /// Started by us and not killed by us since (it may have exited).
+    pub(crate) fn is_started(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// How the process ended, if it has.
+    pub(crate) fn exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        match &mut self.child {
+            None => Ok(None),
+            Some(child) => child
+                .try_wait()
+                .with_context(|| format!("wait for {}", self.name)),
+        }
     }
 
     pub(crate) fn pid(&self) -> Option<u32> {
