@@ -19,6 +19,9 @@ const MAX_CONTROLLERS: usize = 16;
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long reports are kept while no controller is reachable.
 const DEFAULT_BUFFER: Duration = Duration::from_secs(600);
+/// One attempt to reach a controller; chosen on a LAN, where it is about a
+/// hundred times what an attempt takes.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Reports kept at most, whatever `buffer` and `interval` say: about 1 KiB
 /// each without checks, so the buffer stays below a few MiB.
 pub use leitstand_proto::domain::bounds::MAX_BUFFERED_REPORTS;
@@ -31,6 +34,10 @@ pub struct AgentConfig {
     /// Reports kept while disconnected: `buffer / interval`, at most
     /// [`MAX_BUFFERED_REPORTS`].
     pub buffer_reports: usize,
+    /// How long one attempt to reach a controller may take (connect, TLS
+    /// handshake, Session, its first answer) before the agent tries again
+    /// or elsewhere.
+    pub connect_timeout: Duration,
     pub state_dir: PathBuf,
     pub tls: TlsFiles,
     /// The allowlist: the only actions this agent ever runs.
@@ -55,6 +62,8 @@ struct RawConfig {
     interval: Option<Spanned<String>>,
     #[serde(default)]
     buffer: Option<Spanned<String>>,
+    #[serde(default)]
+    connect_timeout: Option<Spanned<String>>,
     state_dir: PathBuf,
     tls: TlsFiles,
     #[serde(default)]
@@ -234,6 +243,16 @@ impl AgentConfig {
                 .map_err(Error::Config)?,
             None => DEFAULT_BUFFER,
         };
+        let connect_timeout = match &raw.connect_timeout {
+            Some(v) => parse_duration(
+                &source,
+                v,
+                Duration::from_millis(500),
+                Duration::from_secs(60),
+            )
+            .map_err(Error::Config)?,
+            None => DEFAULT_CONNECT_TIMEOUT,
+        };
         let buffer_reports = usize::try_from(buffer.as_millis() / interval.as_millis().max(1))
             .unwrap_or(MAX_BUFFERED_REPORTS)
             .clamp(1, MAX_BUFFERED_REPORTS);
@@ -276,6 +295,7 @@ impl AgentConfig {
             controllers,
             interval,
             buffer_reports,
+            connect_timeout,
             state_dir: source.resolve(&raw.state_dir),
             tls: raw.tls.resolved(|p| source.resolve(p)),
             source: path.to_owned(),

@@ -40,19 +40,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A session that lasted this long resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
-/// One attempt at a session: connecting, the TLS handshake, the Session
-/// call and the controller's first message together. A controller behind a
-/// link that drops everything must not hold the agent for the transport's
-/// own (longer) timeouts while another one could take its reports.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
-/// While a controller does not answer, a fresh attempt starts this often
-/// (see [`open_racing`]).
-const OPEN_RETRY_EVERY: Duration = Duration::from_secs(1);
-/// Attempts at one controller in flight at once.
-const MAX_OPEN_ATTEMPTS: usize = 3;
-/// While a controller does not answer, another one is asked this often who
-/// leads.
-const CONSULT_EVERY: Duration = Duration::from_secs(3);
+/// Attempts at one controller in flight at once; while it does not answer,
+/// a fresh one starts every `connect_timeout / MAX_OPEN_ATTEMPTS` (see
+/// [`open_racing`]).
+const MAX_OPEN_ATTEMPTS: u32 = 3;
 /// How long a controller whose session just failed is passed over: not the
 /// next one tried in turn, and a leader hint naming it (a follower's stale
 /// view) is not followed.
@@ -459,7 +450,13 @@ impl Reporter {
             .filter(|c| c.as_str() != target)
             .cloned()
             .collect();
-        let racing = open_racing(self.tls.clone(), target.to_owned(), others, self.hello());
+        let racing = open_racing(
+            self.tls.clone(),
+            target.to_owned(),
+            others,
+            self.hello(),
+            self.config.connect_timeout,
+        );
         let (address, session) = match self.offline_until(racing).await {
             None => return (SessionEnd::Stopped, target.to_owned()),
             Some(Opening::Failed(why)) => return (SessionEnd::Failed(why), target.to_owned()),
@@ -658,7 +655,7 @@ enum Answer {
 }
 
 enum AttemptError {
-    /// No answer within [`OPEN_TIMEOUT`]: the controller or the link to it
+    /// No answer within `connect_timeout`: the controller or the link to it
     /// may be gone, or only slow.
     TimedOut,
     /// A definite answer: refused, reset, a TLS or gRPC error.
@@ -678,6 +675,7 @@ async fn open_once(
     tls: Arc<ClientTls>,
     address: String,
     hello: v1::AgentMessage,
+    timeout: Duration,
 ) -> Result<Answer, AttemptError> {
     let (outbound, outbound_rx) = mpsc::channel::<v1::AgentMessage>(64);
     // Cannot fail: the receiver is right here.
@@ -698,7 +696,7 @@ async fn open_once(
             .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
         Ok::<_, String>((inbound, first))
     };
-    let (inbound, first) = match tokio::time::timeout(OPEN_TIMEOUT, opening).await {
+    let (inbound, first) = match tokio::time::timeout(timeout, opening).await {
         Err(_) => return Err(AttemptError::TimedOut),
         Ok(Err(why)) => return Err(AttemptError::Failed(why)),
         Ok(Ok(opened)) => opened,
@@ -728,47 +726,50 @@ async fn open_once(
 /// An attempt through a link that drops everything hangs until its timeout,
 /// and a link that heals meanwhile does not revive it (the bytes it sent are
 /// gone). So while the target has not answered, another attempt starts every
-/// [`OPEN_RETRY_EVERY`] (at most [`MAX_OPEN_ATTEMPTS`] at once): once the
-/// link heals, the agent is back within about that long rather than a whole
-/// timeout later (drill `agents-cut-from-leader`, DESIGN.md I7).
+/// `timeout / MAX_OPEN_ATTEMPTS` (each lasting at most `timeout`, so at most
+/// [`MAX_OPEN_ATTEMPTS`] at once): once the link heals, the agent is back
+/// within about that long rather than a whole timeout later (drill
+/// `agents-cut-from-leader`, DESIGN.md I7).
 ///
 /// Whether waiting for the target is still right, the other controllers
-/// know: every [`CONSULT_EVERY`], starting when the first attempt times out,
-/// one of them is asked in turn. If it names the target as leader, the
-/// racing goes on; if it names another leader or none, or leads itself, or
-/// does not answer either, that ends the opening and the caller goes on as
-/// it would after any session. Without other controllers the opening fails
-/// when the attempts started within [`OPEN_TIMEOUT`] have timed out.
+/// know: every `timeout`, starting when the first attempt times out, one of
+/// them is asked in turn. If it names the target as leader, the racing goes
+/// on; if it names another leader or none, or leads itself, or does not
+/// answer either, that ends the opening and the caller goes on as it would
+/// after any session. Without other controllers the opening fails when the
+/// attempts started within `timeout` have timed out.
 async fn open_racing(
     tls: Arc<ClientTls>,
     target: String,
     others: Vec<String>,
     hello: v1::AgentMessage,
+    timeout: Duration,
 ) -> Opening {
+    let retry_every = timeout / MAX_OPEN_ATTEMPTS;
     let started = Instant::now();
     let mut attempts = tokio::task::JoinSet::new();
     let start = |attempts: &mut tokio::task::JoinSet<_>, role: Role, address: String| {
         let (tls, hello) = (tls.clone(), hello.clone());
         attempts.spawn(async move {
-            let answer = open_once(tls, address.clone(), hello).await;
+            let answer = open_once(tls, address.clone(), hello, timeout).await;
             (role, address, answer)
         });
     };
     start(&mut attempts, Role::Target, target.clone());
-    let mut target_in_flight = 1usize;
-    let mut next_retry = started + OPEN_RETRY_EVERY;
-    let mut next_consult = started + OPEN_TIMEOUT;
+    let mut target_in_flight = 1u32;
+    let mut next_retry = started + retry_every;
+    let mut next_consult = started + timeout;
     let mut consulted = 0usize;
     let mut consulting = false;
     loop {
         let may_retry = target_in_flight < MAX_OPEN_ATTEMPTS
-            && (!others.is_empty() || next_retry < started + OPEN_TIMEOUT);
+            && (!others.is_empty() || next_retry < started + timeout);
         let may_consult = !consulting && !others.is_empty();
         tokio::select! {
             joined = attempts.join_next() => {
                 let Some(joined) = joined else {
                     return Opening::Failed(format!(
-                        "no answer within {OPEN_TIMEOUT:?} (connect, TLS handshake, Session call)"
+                        "no answer within {timeout:?} (connect, TLS handshake, Session call)"
                     ));
                 };
                 let (role, address, answer) = match joined {
@@ -795,11 +796,11 @@ async fn open_racing(
                     }
                     (Role::Consulted, Err(e)) => {
                         let why = match e {
-                            AttemptError::TimedOut => format!("no answer within {OPEN_TIMEOUT:?}"),
+                            AttemptError::TimedOut => format!("no answer within {timeout:?}"),
                             AttemptError::Failed(why) => why,
                         };
                         return Opening::Failed(format!(
-                            "no answer within {OPEN_TIMEOUT:?}, and {address}, asked who leads, failed too: {why}"
+                            "no answer within {timeout:?}, and {address}, asked who leads, failed too: {why}"
                         ));
                     }
                 }
@@ -807,13 +808,13 @@ async fn open_racing(
             () = tokio::time::sleep_until(next_retry), if may_retry => {
                 start(&mut attempts, Role::Target, target.clone());
                 target_in_flight += 1;
-                next_retry += OPEN_RETRY_EVERY;
+                next_retry += retry_every;
             }
             () = tokio::time::sleep_until(next_consult), if may_consult => {
                 start(&mut attempts, Role::Consulted, others[consulted % others.len()].clone());
                 consulted += 1;
                 consulting = true;
-                next_consult += CONSULT_EVERY;
+                next_consult += timeout;
             }
         }
     }
@@ -838,6 +839,10 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Short, so the tests take seconds; long enough for a loopback handshake
+    /// on a busy machine.
+    const TIMEOUT: Duration = Duration::from_millis(1500);
 
     /// An agent certificate and the CA, in a fresh directory.
     fn agent_tls(dir: &std::path::Path) -> Arc<ClientTls> {
@@ -895,8 +900,8 @@ mod tests {
         let down = closed.local_addr().expect("address").to_string();
         drop(closed);
         let hello = v1::AgentMessage::default();
-        let opening = open_racing(tls, target.clone(), vec![down.clone()], hello);
-        let outcome = tokio::time::timeout(OPEN_TIMEOUT * 3, opening)
+        let opening = open_racing(tls, target.clone(), vec![down.clone()], hello, TIMEOUT);
+        let outcome = tokio::time::timeout(TIMEOUT * 3, opening)
             .await
             .expect("the opening ends once the consulted controller fails");
         let Opening::Failed(why) = outcome else {
@@ -906,11 +911,13 @@ mod tests {
             why.contains(&down) && why.contains("asked who leads"),
             "the reason names the consulted controller: {why}"
         );
-        // Attempts at 0, 1 and 2 s; the consultation at 3 s ends it.
+        // Attempts at 0, ⅓ and ⅔ of the timeout; the consultation at the
+        // timeout ends it.
         assert_eq!(
             accepted.load(std::sync::atomic::Ordering::SeqCst),
-            MAX_OPEN_ATTEMPTS,
-            "a fresh attempt every {OPEN_RETRY_EVERY:?} while the first hangs"
+            MAX_OPEN_ATTEMPTS as usize,
+            "a fresh attempt every {:?} while the first hangs",
+            TIMEOUT / MAX_OPEN_ATTEMPTS
         );
     }
 
@@ -920,18 +927,25 @@ mod tests {
         let tls = agent_tls(dir.path());
         let (target, accepted) = black_hole().await;
         let started = Instant::now();
-        let outcome = open_racing(tls, target, Vec::new(), v1::AgentMessage::default()).await;
+        let outcome = open_racing(
+            tls,
+            target,
+            Vec::new(),
+            v1::AgentMessage::default(),
+            TIMEOUT,
+        )
+        .await;
         assert!(
             matches!(outcome, Opening::Failed(_)),
             "a silent controller fails the opening"
         );
         assert_eq!(
             accepted.load(std::sync::atomic::Ordering::SeqCst),
-            MAX_OPEN_ATTEMPTS
+            MAX_OPEN_ATTEMPTS as usize
         );
         let took = started.elapsed();
         assert!(
-            took < OPEN_TIMEOUT + OPEN_RETRY_EVERY * 3,
+            took < TIMEOUT * 2,
             "bounded by the last attempt's timeout: {took:?}"
         );
     }

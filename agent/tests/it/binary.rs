@@ -80,6 +80,12 @@ fn bad_configuration_exits_2_naming_file_line_and_column() {
         ),
         &["agent.toml:4:18", "must be a loopback address"],
     );
+    check(
+        Some(
+            "id = \"a\"\ncontrollers = [\"127.0.0.1:7401\"]\nconnect_timeout = \"100ms\"\nstate_dir = \"s\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n",
+        ),
+        &["agent.toml:3:19", "out of range"],
+    );
 }
 
 #[test]
