@@ -150,6 +150,14 @@ pub(crate) fn all() -> Vec<Scenario> {
             run: |s, r| Box::pin(revoked_agent_certificate(s, r)),
         },
         Scenario {
+            name: "expired-agent-certificate",
+            summary: "The witness agent runs on a certificate that expires during the run: its session ends at expiry and its reports are refused; failover still works.",
+            short: false,
+            needs_root: false,
+            spec: three,
+            run: |s, r| Box::pin(expired_agent_certificate(s, r)),
+        },
+        Scenario {
             name: "malformed-message-flood",
             summary: "A rogue agent floods oversized, out-of-bounds, replayed and forged messages; other certificates try what their kind may not; the controllers stay up and fail over in time.",
             short: true,
@@ -625,6 +633,90 @@ async fn revoked_agent_certificate(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow
         ),
     );
     break_primary_expect_failover(s, "fiber broken after the witness was revoked").await
+}
+
+/// How long the witness's short-lived certificate lasts from its restart.
+const SHORT_LIVED: Duration = Duration::from_secs(8);
+
+async fn expired_agent_certificate(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::Result<()> {
+    let now = time::OffsetDateTime::now_utc();
+    // A certificate's notAfter has whole seconds: the issued one ends at
+    // the second, not at the instant asked for.
+    let asked = now + SHORT_LIVED;
+    let expires = asked.replace_nanosecond(0).unwrap_or(asked);
+    s.issue(
+        PeerKind::Agent,
+        WITNESS,
+        leitstand_proto::pki::Validity {
+            not_before: now - time::Duration::minutes(1),
+            not_after: expires,
+        },
+    )?;
+    s.kill_agent(WITNESS).await?;
+    s.start_agent(WITNESS)?;
+    s.note(format!(
+        "agent {WITNESS} restarted on a certificate that expires in {} s ({expires})",
+        SHORT_LIVED.as_secs()
+    ));
+    s.wait_for(
+        &format!("{WITNESS} connected on its short-lived certificate"),
+        SHORT_LIVED / 2,
+        |v| v.agents.iter().any(|a| a.agent_id == WITNESS && a.connected),
+    )
+    .await?;
+    let disconnected = s
+        .wait_for(
+            &format!("{WITNESS} disconnected once its certificate expired"),
+            SHORT_LIVED + Duration::from_secs(3),
+            |v| {
+                v.agents
+                    .iter()
+                    .any(|a| a.agent_id == WITNESS && !a.connected)
+            },
+        )
+        .await;
+    let ended_after_expiry = time::OffsetDateTime::now_utc() >= expires;
+    let before = disconnected.as_ref().ok().and_then(|v| {
+        v.agents
+            .iter()
+            .find(|a| a.agent_id == WITNESS)
+            .map(|a| a.last_seq)
+    });
+    hold(s, "the expired agent keeps trying", Duration::from_secs(3)).await;
+    let view = s.view().await?;
+    let after = view.agents.iter().find(|a| a.agent_id == WITNESS);
+    let refused = disconnected.is_ok()
+        && ended_after_expiry
+        && after.is_some_and(|a| !a.connected && Some(a.last_seq) == before);
+    s.security_probe(
+        "reports of an agent whose certificate expired during the run",
+        refused,
+        format!(
+            "disconnected: {}; after notAfter: {ended_after_expiry}; last accepted seq before {before:?}, after {:?}",
+            disconnected
+                .as_ref()
+                .map_or_else(|e| format!("{e:#}"), |_| "yes".into()),
+            after.map(|a| (a.last_seq, a.connected))
+        ),
+    );
+    let mut counted = 0.0;
+    for id in s.ids() {
+        let text = s.metrics_text(id).await.unwrap_or_default();
+        counted += text
+            .lines()
+            .filter(|l| {
+                l.starts_with("leitstand_inputs_rejected_total")
+                    && l.contains("certificate_expired")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    s.expect(
+        "the refusals are counted (leitstand_inputs_rejected_total, reason certificate_expired)",
+        counted >= 1.0,
+        format!("{counted} counted across the controllers"),
+    );
+    break_primary_expect_failover(s, "fiber broken after the witness's certificate expired").await
 }
 
 async fn malformed_flood(s: &mut Sandbox, rng: &mut StdRng) -> anyhow::Result<()> {
