@@ -102,8 +102,11 @@ struct Election {
 struct Failover {
     why: String,
     /// From the clock start (the break, or when the fault that prevented
-    /// the failover ended) to the action's start, and until the harness
-    /// saw the new active path in the leader's view.
+    /// the failover ended) until the leader proposed the decision
+    /// (detection: the path judged failed and the target passing), until
+    /// the action's start, and until the harness saw the new active path
+    /// in the leader's view.
+    detected_ms: Option<i64>,
     failover_ms: Option<i64>,
     observed_ms: Option<i64>,
 }
@@ -213,12 +216,13 @@ impl RunReport {
             }
         }
         if !self.failovers.is_empty() {
-            out.push_str("\n### Failover times\n\n| what | to the action's start | until the harness saw it active |\n|---|---|---|\n");
+            out.push_str("\n### Detection and failover times\n\nFrom the break (or the end of the fault that prevented the failover).\n\n| what | detected (decision proposed) | the action's start | the harness saw it active |\n|---|---|---|---|\n");
             for f in &self.failovers {
                 let ms = |v: Option<i64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
                 out.push_str(&format!(
-                    "| {} | {} | {} |\n",
+                    "| {} | {} | {} | {} |\n",
                     f.why,
+                    ms(f.detected_ms),
                     ms(f.failover_ms),
                     ms(f.observed_ms)
                 ));
@@ -366,7 +370,8 @@ async fn run_one(scenario: &Scenario, binary: &Path, seed: u64, options: &Option
         report.error = Some(format!("{e:#}"));
     }
     let converged = finale(&mut sandbox).await;
-    let verdicts = match evidence(&mut sandbox, converged).await {
+    let mut proposals = Vec::new();
+    let verdicts = match evidence(&mut sandbox, converged, &mut proposals).await {
         Ok(verdicts) => verdicts,
         Err(e) => {
             report.error = Some(format!(
@@ -390,7 +395,7 @@ async fn run_one(scenario: &Scenario, binary: &Path, seed: u64, options: &Option
         })
         .collect();
     report.elections = elections(&sandbox);
-    report.failovers = failovers(&sandbox);
+    report.failovers = failovers(&sandbox, &proposals);
     report.timeline = sandbox.record.timeline.clone();
     let passed = report.error.is_none()
         && !verdicts.is_empty()
@@ -507,7 +512,13 @@ async fn settle_quietly(s: &mut Sandbox) {
     }
 }
 
-async fn evidence(s: &mut Sandbox, converged: Result<u64, String>) -> anyhow::Result<Vec<Verdict>> {
+/// Checks every invariant; `proposals` gets every automatic proposal in
+/// the longest audit chain (when, to which path) for the detection times.
+async fn evidence(
+    s: &mut Sandbox,
+    converged: Result<u64, String>,
+    proposals: &mut Vec<(i64, String)>,
+) -> anyhow::Result<Vec<Verdict>> {
     let mut audits = std::collections::BTreeMap::new();
     for id in s.ids() {
         match s.audit(id).await {
@@ -516,6 +527,16 @@ async fn evidence(s: &mut Sandbox, converged: Result<u64, String>) -> anyhow::Re
             }
             Err(e) => s.note(format!("controller {id} served no audit chain: {e:#}")),
         }
+    }
+    if let Some(longest) = audits.values().max_by_key(|chain| chain.len()) {
+        *proposals = longest
+            .iter()
+            .filter(|e| e.kind == "decision.proposed")
+            .filter_map(|e| {
+                let body: serde_json::Value = serde_json::from_str(&e.body_json).ok()?;
+                Some((e.at_unix_ms, body["to_path"].as_str()?.to_owned()))
+            })
+            .collect();
     }
     let executions = s.executions()?;
     let allowlist = [PRIMARY, BACKUP]
@@ -551,12 +572,17 @@ fn elections(s: &Sandbox) -> Vec<Election> {
     all
 }
 
-fn failovers(s: &Sandbox) -> Vec<Failover> {
+fn failovers(s: &Sandbox, proposals: &[(i64, String)]) -> Vec<Failover> {
     let executions = s.executions().unwrap_or_default();
     s.record
         .liveness
         .iter()
         .map(|l| {
+            let detected_ms = proposals
+                .iter()
+                .filter(|(at, path)| *path == l.to_path && *at >= l.clock_from_unix_ms)
+                .map(|(at, _)| at - l.clock_from_unix_ms)
+                .min();
             let failover_ms = executions
                 .iter()
                 .filter(|e| e.path == l.to_path && e.unix_ns / 1_000_000 >= l.clock_from_unix_ms)
@@ -574,6 +600,7 @@ fn failovers(s: &Sandbox) -> Vec<Failover> {
                 .map(|e| e.unix_ms - l.clock_from_unix_ms);
             Failover {
                 why: l.why.clone(),
+                detected_ms,
                 failover_ms,
                 observed_ms,
             }
