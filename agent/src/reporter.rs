@@ -858,13 +858,7 @@ mod tests {
             force: false,
         };
         pki::issue(dir, &request).expect("pki issue");
-        let files = leitstand_proto::tls::TlsFiles {
-            ca: pki::ca_cert_path(dir),
-            cert: pki::cert_path(dir, PeerKind::Agent, "site-1"),
-            key: pki::key_path(dir, PeerKind::Agent, "site-1"),
-            crl: None,
-            trust_domain: None,
-        };
+        let files = leitstand_proto::pki::peer_files(dir, PeerKind::Agent, "site-1");
         Arc::new(ClientTls::load(files).expect("client TLS"))
     }
 

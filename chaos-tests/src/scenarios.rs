@@ -661,7 +661,11 @@ async fn expired_agent_certificate(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow
     s.wait_for(
         &format!("{WITNESS} connected on its short-lived certificate"),
         SHORT_LIVED / 2,
-        |v| v.agents.iter().any(|a| a.agent_id == WITNESS && a.connected),
+        |v| {
+            v.agents
+                .iter()
+                .any(|a| a.agent_id == WITNESS && a.connected)
+        },
     )
     .await?;
     let disconnected = s

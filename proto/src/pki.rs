@@ -69,6 +69,18 @@ pub struct Written {
 pub fn ca_cert_path(dir: &Path) -> PathBuf {
     dir.join("ca.pem")
 }
+/// What a peer whose certificate was issued in `dir` loads: the CA, its
+/// certificate and key, and the CRL.
+pub fn peer_files(dir: &Path, kind: PeerKind, name: &str) -> crate::tls::TlsFiles {
+    crate::tls::TlsFiles {
+        ca: ca_cert_path(dir),
+        cert: cert_path(dir, kind, name),
+        key: key_path(dir, kind, name),
+        crl: Some(crl_path(dir)),
+        trust_domain: None,
+    }
+}
+
 pub fn ca_key_path(dir: &Path) -> PathBuf {
     dir.join("ca.key")
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use leitstand_proto::identity::PeerKind;
 use leitstand_proto::pki::{self, IssueRequest, Validity};
-use leitstand_proto::tls::{ServerTls, TlsFiles};
+use leitstand_proto::tls::ServerTls;
 use leitstand_proto::v1::agent_gateway_server::{AgentGateway, AgentGatewayServer};
 use leitstand_proto::v1::{self, agent_message, controller_message};
 use tokio::sync::mpsc;
@@ -152,13 +152,7 @@ fn actions_requested_over_the_session_run_once_in_fencing_order_and_only_from_th
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let server_tls = Arc::new(
-            ServerTls::load(TlsFiles {
-                ca: pki::ca_cert_path(&pki_dir),
-                cert: pki::cert_path(&pki_dir, PeerKind::Controller, "1"),
-                key: pki::key_path(&pki_dir, PeerKind::Controller, "1"),
-                crl: None,
-                trust_domain: None,
-            })
+            ServerTls::load(pki::peer_files(&pki_dir, PeerKind::Controller, "1"))
             .expect("server TLS"),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use leitstand_proto::identity::PeerKind;
 use leitstand_proto::pki;
-use leitstand_proto::tls::{ClientTls, TlsFiles};
+use leitstand_proto::tls::ClientTls;
 use leitstand_proto::v1::agent_gateway_client::AgentGatewayClient;
 use leitstand_proto::v1::{self, agent_message, controller_message};
 use nix::sys::signal::Signal;
@@ -67,16 +67,7 @@ impl Site {
 
     fn agent_tls(&self, name: &str) -> Arc<ClientTls> {
         let d = Path::new(&self.dir.path().join("pki")).to_owned();
-        Arc::new(
-            ClientTls::load(TlsFiles {
-                ca: pki::ca_cert_path(&d),
-                cert: pki::cert_path(&d, PeerKind::Agent, name),
-                key: pki::key_path(&d, PeerKind::Agent, name),
-                crl: Some(pki::crl_path(&d)),
-                trust_domain: None,
-            })
-            .expect("agent TLS"),
-        )
+        Arc::new(ClientTls::load(pki::peer_files(&d, PeerKind::Agent, name)).expect("agent TLS"))
     }
 }
 

@@ -265,15 +265,13 @@ impl Site {
 /// the leader's).
 async fn raw_status(pki: &Path, addresses: &[String]) -> leitstand_proto::v1::View {
     use leitstand_proto::identity::PeerKind;
-    use leitstand_proto::tls::{ClientTls, TlsFiles};
+    use leitstand_proto::tls::ClientTls;
     let tls = Arc::new(
-        ClientTls::load(TlsFiles {
-            ca: leitstand_proto::pki::ca_cert_path(pki),
-            cert: leitstand_proto::pki::cert_path(pki, PeerKind::Operator, "admin"),
-            key: leitstand_proto::pki::key_path(pki, PeerKind::Operator, "admin"),
-            crl: None,
-            trust_domain: None,
-        })
+        ClientTls::load(leitstand_proto::pki::peer_files(
+            pki,
+            PeerKind::Operator,
+            "admin",
+        ))
         .expect("operator TLS"),
     );
     let mut best: Option<leitstand_proto::v1::View> = None;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use leitstand_proto::identity::PeerKind;
 use leitstand_proto::pki::{self, IssueRequest, Validity};
-use leitstand_proto::tls::{ClientTls, TlsFiles};
+use leitstand_proto::tls::ClientTls;
 use leitstand_proto::v1::operator_client::OperatorClient;
 use leitstand_proto::v1::{ClusterStatusRequest, ProbeRequest};
 use tokio::process::Child;
@@ -314,14 +314,8 @@ impl Cluster {
                 client: None,
             });
         }
-        let tls = ClientTls::load(TlsFiles {
-            ca: pki::ca_cert_path(&pki_dir),
-            cert: pki::cert_path(&pki_dir, PeerKind::Operator, OPERATOR),
-            key: pki::key_path(&pki_dir, PeerKind::Operator, OPERATOR),
-            crl: None,
-            trust_domain: None,
-        })
-        .context("load the bench operator's certificate")?;
+        let tls = ClientTls::load(pki::peer_files(&pki_dir, PeerKind::Operator, OPERATOR))
+            .context("load the bench operator's certificate")?;
         Ok(Cluster {
             system: System::Leitstand,
             nodes,

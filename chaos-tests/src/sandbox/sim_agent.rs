@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use leitstand_proto::identity::PeerKind;
 use leitstand_proto::pki;
-use leitstand_proto::tls::{ClientTls, TlsFiles};
+use leitstand_proto::tls::ClientTls;
 use leitstand_proto::v1::agent_gateway_client::AgentGatewayClient;
 use leitstand_proto::v1::{self, agent_message, controller_message};
 use tokio::sync::mpsc;
@@ -23,14 +23,8 @@ pub(crate) fn tls(
     kind: PeerKind,
     name: &str,
 ) -> anyhow::Result<Arc<ClientTls>> {
-    let tls = ClientTls::load(TlsFiles {
-        ca: pki::ca_cert_path(pki_dir),
-        cert: pki::cert_path(pki_dir, kind, name),
-        key: pki::key_path(pki_dir, kind, name),
-        crl: None,
-        trust_domain: None,
-    })
-    .with_context(|| format!("load the {kind:?} certificate {name}"))?;
+    let tls = ClientTls::load(pki::peer_files(pki_dir, kind, name))
+        .with_context(|| format!("load the {kind:?} certificate {name}"))?;
     Ok(Arc::new(tls))
 }
 

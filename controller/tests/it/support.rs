@@ -129,13 +129,7 @@ impl TestPki {
     }
 
     pub fn files(&self, kind: PeerKind, name: &str) -> TlsFiles {
-        TlsFiles {
-            ca: pki::ca_cert_path(&self.dir()),
-            cert: pki::cert_path(&self.dir(), kind, name),
-            key: pki::key_path(&self.dir(), kind, name),
-            crl: Some(pki::crl_path(&self.dir())),
-            trust_domain: None,
-        }
+        pki::peer_files(&self.dir(), kind, name)
     }
 
     /// Client TLS for `<kind>/<name>`, issuing the certificate if needed.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use leitstand_proto::identity::{PeerKind, require_kind};
 use leitstand_proto::pki::{self, IssueRequest, Validity};
-use leitstand_proto::tls::{ServerTls, TlsFiles, incoming};
+use leitstand_proto::tls::{ServerTls, incoming};
 use leitstand_proto::v1::operator_server::{Operator, OperatorServer};
 use leitstand_proto::v1::{self};
 use leitstand_tui::{OperatorClient, OperatorConfig};
@@ -124,13 +124,11 @@ impl StandIn {
     ) -> StandIn {
         let address = listener.local_addr().expect("address").to_string();
         let tls = Arc::new(
-            ServerTls::load(TlsFiles {
-                ca: pki::ca_cert_path(&pki.dir()),
-                cert: pki::cert_path(&pki.dir(), PeerKind::Controller, &node_id.to_string()),
-                key: pki::key_path(&pki.dir(), PeerKind::Controller, &node_id.to_string()),
-                crl: Some(pki::crl_path(&pki.dir())),
-                trust_domain: None,
-            })
+            ServerTls::load(pki::peer_files(
+                &pki.dir(),
+                PeerKind::Controller,
+                &node_id.to_string(),
+            ))
             .expect("server TLS"),
         );
         let writes = Arc::new(Mutex::new(writes));

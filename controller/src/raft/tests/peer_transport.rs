@@ -81,13 +81,7 @@ impl Pki {
     }
 
     fn files(&self, kind: PeerKind, name: &str) -> TlsFiles {
-        TlsFiles {
-            ca: pki::ca_cert_path(&self.dir),
-            cert: pki::cert_path(&self.dir, kind, name),
-            key: pki::key_path(&self.dir, kind, name),
-            crl: None,
-            trust_domain: None,
-        }
+        pki::peer_files(&self.dir, kind, name)
     }
 
     fn server(&self, name: &str) -> Arc<ServerTls> {
