@@ -599,40 +599,84 @@ async fn revoked_agent_certificate(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow
         "agent {WITNESS}'s certificate (serial {serial}) revoked in the CRL"
     ));
     s.hangup_controllers()?;
+    let shut_out = witness_shut_out(s, "revoked", Duration::from_secs(10)).await;
+    s.security_probe(
+        "reports of an agent whose certificate was revoked during the run",
+        shut_out.refused,
+        shut_out.detail,
+    );
+    break_primary_expect_failover(s, "fiber broken after the witness was revoked").await
+}
+
+/// How the witness fared once its certificate became invalid.
+struct ShutOut {
+    /// Disconnected in time, then 3 s later still so with no report
+    /// accepted meanwhile.
+    refused: bool,
+    detail: String,
+    /// When the drill saw it disconnected (or gave up waiting).
+    at: time::OffsetDateTime,
+}
+
+/// Waits up to `within` until the witness, whose certificate is `cause`
+/// (revoked, expired), is disconnected; then checks for 3 s that it stays
+/// out while it keeps trying.
+async fn witness_shut_out(s: &mut Sandbox, cause: &str, within: Duration) -> ShutOut {
     let disconnected = s
-        .wait_for(
-            &format!("{WITNESS} disconnected"),
-            Duration::from_secs(10),
-            |v| {
-                v.agents
-                    .iter()
-                    .any(|a| a.agent_id == WITNESS && !a.connected)
-            },
-        )
+        .wait_for(&format!("{WITNESS} disconnected"), within, |v| {
+            v.agents
+                .iter()
+                .any(|a| a.agent_id == WITNESS && !a.connected)
+        })
         .await;
+    let at = time::OffsetDateTime::now_utc();
     let before = disconnected.as_ref().ok().and_then(|v| {
         v.agents
             .iter()
             .find(|a| a.agent_id == WITNESS)
             .map(|a| a.last_seq)
     });
-    hold(s, "the revoked agent keeps trying", Duration::from_secs(3)).await;
-    let view = s.view().await?;
-    let after = view.agents.iter().find(|a| a.agent_id == WITNESS);
-    let refused =
-        disconnected.is_ok() && after.is_some_and(|a| !a.connected && Some(a.last_seq) == before);
-    s.security_probe(
-        "reports of an agent whose certificate was revoked during the run",
-        refused,
-        format!(
-            "disconnected: {}; last accepted seq before {before:?}, after {:?}",
+    hold(
+        s,
+        &format!("the {cause} agent keeps trying"),
+        Duration::from_secs(3),
+    )
+    .await;
+    let after = match s.view().await {
+        Ok(view) => view
+            .agents
+            .iter()
+            .find(|a| a.agent_id == WITNESS)
+            .map(|a| (a.last_seq, a.connected)),
+        Err(_) => None,
+    };
+    ShutOut {
+        refused: disconnected.is_ok()
+            && after.is_some_and(|(seq, connected)| !connected && Some(seq) == before),
+        detail: format!(
+            "disconnected: {}; last accepted seq before {before:?}, after {after:?}",
             disconnected
                 .as_ref()
                 .map_or_else(|e| format!("{e:#}"), |_| "yes".into()),
-            after.map(|a| (a.last_seq, a.connected))
         ),
-    );
-    break_primary_expect_failover(s, "fiber broken after the witness was revoked").await
+        at,
+    }
+}
+
+/// `leitstand_inputs_rejected_total` summed over every controller, for one
+/// reason or all.
+async fn rejected_total(s: &Sandbox, reason: Option<&str>) -> f64 {
+    let mut counted = 0.0;
+    for id in s.ids() {
+        let text = s.metrics_text(id).await.unwrap_or_default();
+        counted += text
+            .lines()
+            .filter(|l| l.starts_with("leitstand_inputs_rejected_total"))
+            .filter(|l| reason.is_none_or(|r| l.contains(&format!("reason=\"{r}\""))))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    counted
 }
 
 /// How long the witness's short-lived certificate lasts from its restart.
@@ -668,53 +712,14 @@ async fn expired_agent_certificate(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow
         },
     )
     .await?;
-    let disconnected = s
-        .wait_for(
-            &format!("{WITNESS} disconnected once its certificate expired"),
-            SHORT_LIVED + Duration::from_secs(3),
-            |v| {
-                v.agents
-                    .iter()
-                    .any(|a| a.agent_id == WITNESS && !a.connected)
-            },
-        )
-        .await;
-    let ended_after_expiry = time::OffsetDateTime::now_utc() >= expires;
-    let before = disconnected.as_ref().ok().and_then(|v| {
-        v.agents
-            .iter()
-            .find(|a| a.agent_id == WITNESS)
-            .map(|a| a.last_seq)
-    });
-    hold(s, "the expired agent keeps trying", Duration::from_secs(3)).await;
-    let view = s.view().await?;
-    let after = view.agents.iter().find(|a| a.agent_id == WITNESS);
-    let refused = disconnected.is_ok()
-        && ended_after_expiry
-        && after.is_some_and(|a| !a.connected && Some(a.last_seq) == before);
+    let shut_out = witness_shut_out(s, "expired", SHORT_LIVED + Duration::from_secs(3)).await;
+    let ended_after_expiry = shut_out.at >= expires;
     s.security_probe(
         "reports of an agent whose certificate expired during the run",
-        refused,
-        format!(
-            "disconnected: {}; after notAfter: {ended_after_expiry}; last accepted seq before {before:?}, after {:?}",
-            disconnected
-                .as_ref()
-                .map_or_else(|e| format!("{e:#}"), |_| "yes".into()),
-            after.map(|a| (a.last_seq, a.connected))
-        ),
+        shut_out.refused && ended_after_expiry,
+        format!("{}; after notAfter: {ended_after_expiry}", shut_out.detail),
     );
-    let mut counted = 0.0;
-    for id in s.ids() {
-        let text = s.metrics_text(id).await.unwrap_or_default();
-        counted += text
-            .lines()
-            .filter(|l| {
-                l.starts_with("leitstand_inputs_rejected_total")
-                    && l.contains("certificate_expired")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
-    }
+    let counted = rejected_total(s, Some("certificate_expired")).await;
     s.expect(
         "the refusals are counted (leitstand_inputs_rejected_total, reason certificate_expired)",
         counted >= 1.0,
@@ -882,15 +887,7 @@ async fn malformed_flood(s: &mut Sandbox, rng: &mut StdRng) -> anyhow::Result<()
         format!("{refused} of {sent} refused"),
     );
     active_becomes(s, BACKUP).await;
-    let mut counted = 0.0;
-    for id in s.ids() {
-        let text = s.metrics_text(id).await.unwrap_or_default();
-        counted += text
-            .lines()
-            .filter(|l| l.starts_with("leitstand_inputs_rejected_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
-    }
+    let counted = rejected_total(s, None).await;
     s.expect(
         "the refusals are counted (leitstand_inputs_rejected_total)",
         counted >= refused as f64,
