@@ -25,6 +25,36 @@ const INTERRUPTED: &str = "interrupted";
 /// No new decision for this long after all ended: the system is at rest.
 const QUIET: Duration = Duration::from_millis(1500);
 
+/// How the sandbox makes and breaks its links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// A fault-injecting TCP proxy on every link, on loopback (no privileges).
+    #[default]
+    Proxy,
+    /// Root only: a network namespace per process, veths to a bridge,
+    /// faults by iptables and tc inside the namespaces.
+    Netns,
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Network::Proxy => "proxy",
+            Network::Netns => "netns",
+        })
+    }
+}
+
+/// Whether `network` can run here: for netns, root and ip, tc,
+/// iptables-restore. The error says what is missing and how to fix it.
+pub fn check_network(network: Network) -> anyhow::Result<()> {
+    match network {
+        Network::Proxy => Ok(()),
+        Network::Netns => sandbox::netns::preflight().map(|_| ()),
+    }
+}
+
 /// One scenario, as `drill list` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ScenarioInfo {
@@ -33,6 +63,8 @@ pub struct ScenarioInfo {
     /// In the short set CI runs.
     pub short: bool,
     pub needs_root: bool,
+    /// Runs only with `--network netns` (packet-level faults).
+    pub needs_netns: bool,
 }
 
 pub fn list() -> Vec<ScenarioInfo> {
@@ -43,6 +75,7 @@ pub fn list() -> Vec<ScenarioInfo> {
             summary: s.summary,
             short: s.short,
             needs_root: s.needs_root,
+            needs_netns: s.needs_netns,
         })
         .collect()
 }
@@ -58,11 +91,13 @@ pub struct Options {
     pub runs: u64,
     /// Extra environment for the executor agent (the test-only fencing switch).
     pub executor_env: Vec<(String, String)>,
+    pub network: Network,
 }
 
 /// Every run's result.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
+    pub network: Network,
     pub runs: Vec<RunReport>,
 }
 
@@ -123,9 +158,10 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut out = String::from("# Leitstand drill report\n\n");
         out.push_str(&format!(
-            "Leitstand {} · {} run(s) · {}\n\n",
+            "Leitstand {} · {} run(s) · network {} · {}\n\n",
             leitstand_proto::VERSION,
             self.runs.len(),
+            self.network,
             if self.passed() {
                 "**every invariant held**"
             } else {
@@ -249,13 +285,19 @@ impl RunReport {
     }
 }
 
-/// `short`, `all`, or one scenario's name.
-pub fn select(what: &str) -> anyhow::Result<Vec<&'static str>> {
+/// `short`, `all`, or one scenario's name. A scenario named on its own
+/// that needs `--network netns` is a usage error without it; in `all` it is
+/// reported as skipped.
+pub fn select(what: &str, network: Network) -> anyhow::Result<Vec<&'static str>> {
     let all = scenarios::all();
     let names: Vec<&'static str> = match what {
         "all" => all.iter().map(|s| s.name).collect(),
         "short" => all.iter().filter(|s| s.short).map(|s| s.name).collect(),
         name => match all.iter().find(|s| s.name == name) {
+            Some(s) if s.needs_netns && network != Network::Netns => bail!(
+                "drill scenario {name} needs --network netns ({NEEDS_NETNS}); run it as root with \
+                 `leitstand drill run {name} --network netns`"
+            ),
             Some(s) => vec![s.name],
             None => bail!(
                 "no drill scenario {name:?}; `leitstand drill list` shows them (or use `short` or `all`)"
@@ -265,9 +307,13 @@ pub fn select(what: &str) -> anyhow::Result<Vec<&'static str>> {
     Ok(names)
 }
 
+const NEEDS_NETNS: &str = "its faults are lost and delayed packets, and the proxy relays a byte stream with no packets to lose";
+
 /// Runs `names`, each `options.runs` times with seeds seed, seed+1, …
 pub async fn run(names: &[&str], options: &Options) -> anyhow::Result<Report> {
     let binary = sandbox::process::leitstand_binary(options.binary.as_deref())?;
+    check_network(options.network)?;
+    let network = options.network;
     let mut runs = Vec::new();
     let catalogue = scenarios::all();
     for name in names {
@@ -286,11 +332,11 @@ pub async fn run(names: &[&str], options: &Options) -> anyhow::Result<Report> {
                 .is_some_and(|e| e.starts_with(INTERRUPTED));
             runs.push(report);
             if stop {
-                return Ok(Report { runs });
+                return Ok(Report { network, runs });
             }
         }
     }
-    Ok(Report { runs })
+    Ok(Report { network, runs })
 }
 
 fn is_root() -> bool {
@@ -326,8 +372,14 @@ async fn run_one(scenario: &Scenario, binary: &Path, seed: u64, options: &Option
             Some("needs root (it mounts a small tmpfs as a controller's data directory)".into());
         return report;
     }
+    if scenario.needs_netns && options.network != Network::Netns {
+        report.outcome = "skipped".into();
+        report.skipped = Some(format!("needs --network netns ({NEEDS_NETNS})"));
+        return report;
+    }
     let mut spec = (scenario.spec)();
     spec.executor_env = options.executor_env.clone();
+    spec.network = options.network;
     let mut sandbox = match Sandbox::start(binary, spec, seed).await {
         Ok(sandbox) => sandbox,
         Err(e) => {
@@ -426,7 +478,10 @@ async fn run_one(scenario: &Scenario, binary: &Path, seed: u64, options: &Option
 /// Heals every fault, lets decisions end, and waits for the replicas to
 /// agree: Ok(applied index) or why not.
 async fn finale(s: &mut Sandbox) -> Result<u64, String> {
-    s.heal_network();
+    if let Err(e) = s.heal_network() {
+        // Left broken, the convergence check below says what it did.
+        s.note(format!("finale: {e:#}"));
+    }
     for c in &mut s.controllers {
         if c.process.is_stopped() {
             let _ = c.process.thaw();
