@@ -12,7 +12,7 @@ pub(crate) enum DrillCommand {
     List,
     /// Run a scenario, the short set (`short`) or every scenario (`all`).
     Run {
-        /// A scenario's name, `short` or `all`.
+        /// A scenario's name, names separated by commas, `short` or `all`.
         scenario: String,
         /// Seed of the fault schedule; the same seed gives the same schedule.
         #[arg(long, default_value_t = 1)]

@@ -285,14 +285,21 @@ impl RunReport {
     }
 }
 
-/// `short`, `all`, or one scenario's name. A scenario named on its own
-/// that needs `--network netns` is a usage error without it; in `all` it is
-/// reported as skipped.
+/// `short`, `all`, one scenario's name, or names separated by commas. A
+/// scenario named explicitly that needs `--network netns` is a usage error
+/// without it; in `all` it is reported as skipped.
 pub fn select(what: &str, network: Network) -> anyhow::Result<Vec<&'static str>> {
     let all = scenarios::all();
     let names: Vec<&'static str> = match what {
         "all" => all.iter().map(|s| s.name).collect(),
         "short" => all.iter().filter(|s| s.short).map(|s| s.name).collect(),
+        list if list.contains(',') => {
+            let mut names = Vec::new();
+            for name in list.split(',') {
+                names.extend(select(name.trim(), network)?);
+            }
+            names
+        }
         name => match all.iter().find(|s| s.name == name) {
             Some(s) if s.needs_netns && network != Network::Netns => bail!(
                 "drill scenario {name} needs --network netns ({NEEDS_NETNS}); run it as root with \
@@ -380,29 +387,29 @@ async fn run_one(scenario: &Scenario, binary: &Path, seed: u64, options: &Option
     let mut spec = (scenario.spec)();
     spec.executor_env = options.executor_env.clone();
     spec.network = options.network;
-    let mut sandbox = match Sandbox::start(binary, spec, seed).await {
+    // Listening before the sandbox starts: an interrupt while it starts
+    // drops the half-built sandbox (processes, namespaces) too.
+    let mut interrupts = Interrupts::new();
+    let interrupted =
+        |how: &str| anyhow::anyhow!("{INTERRUPTED} ({how}); everything started is torn down");
+    let start = tokio::select! {
+        sandbox = Sandbox::start(binary, spec, seed) => {
+            sandbox.map_err(|e| format!("the sandbox did not start: {e:#}"))
+        }
+        how = interrupts.next() => Err(interrupted(how).to_string()),
+    };
+    let mut sandbox = match start {
         Ok(sandbox) => sandbox,
         Err(e) => {
-            report.error = Some(format!("the sandbox did not start: {e:#}"));
+            report.error = Some(e);
             report.duration_ms = started.elapsed().as_millis() as u64;
             return report;
         }
     };
     let mut rng = StdRng::seed_from_u64(seed);
-    let terminated = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    let interrupted =
-        |how: &str| anyhow::anyhow!("{INTERRUPTED} ({how}); everything started is torn down");
     let outcome = tokio::select! {
         outcome = (scenario.run)(&mut sandbox, &mut rng) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(interrupted("Ctrl-C")),
-        () = terminated => Err(interrupted("SIGTERM")),
+        how = interrupts.next() => Err(interrupted(how)),
     };
     if outcome
         .as_ref()
@@ -473,6 +480,43 @@ async fn run_one(scenario: &Scenario, binary: &Path, seed: u64, options: &Option
     drop(sandbox);
     report.duration_ms = started.elapsed().as_millis() as u64;
     report
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, registered once per run: a signal that
+/// arrives while nobody awaits it is still seen by the next `next`.
+struct Interrupts {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn new() -> Interrupts {
+        use tokio::signal::unix::{SignalKind, signal};
+        Interrupts {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Which signal came.
+    async fn next(&mut self) -> &'static str {
+        async fn one(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        let Interrupts {
+            interrupt,
+            terminate,
+        } = self;
+        tokio::select! {
+            () = one(interrupt) => "Ctrl-C",
+            () = one(terminate) => "SIGTERM",
+        }
+    }
 }
 
 /// Heals every fault, lets decisions end, and waits for the replicas to

@@ -1188,6 +1188,11 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Packets lost to packet faults so far (netns mode; None otherwise).
+    pub(crate) fn lost_packets(&self) -> Option<anyhow::Result<u64>> {
+        self.net.as_ref().map(netns::Net::lost_packets)
+    }
+
     /// Every link back to normal.
     pub(crate) fn heal_network(&mut self) -> anyhow::Result<()> {
         if let Some(net) = &mut self.net {

@@ -407,6 +407,15 @@ async fn lossy_links(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::Result<()> {
         Duration::from_secs(4),
     )
     .await;
+    // Evidence that the fault was real: the loss rules' counters.
+    let lost = s
+        .lost_packets()
+        .context("packet counters exist in netns mode")??;
+    s.expect(
+        "the links really lost packets",
+        lost > 0,
+        format!("{lost} packets dropped by the loss rules so far"),
+    );
     expect_no_decision(s, "every link lost packets and both paths were healthy").await?;
     let leader = s.must_have_leader(ELECTION_WITHIN).await?;
     s.note(format!("controller {leader} leads through the loss"));

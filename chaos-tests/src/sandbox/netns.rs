@@ -62,6 +62,7 @@ static ALIVE: AtomicBool = AtomicBool::new(false);
 pub(crate) struct Tools {
     pub(crate) ip: PathBuf,
     pub(crate) tc: PathBuf,
+    pub(crate) iptables: PathBuf,
     pub(crate) iptables_restore: PathBuf,
 }
 
@@ -102,6 +103,7 @@ pub(crate) fn preflight() -> anyhow::Result<Tools> {
     let wanted = [
         ("ip", "iproute2"),
         ("tc", "iproute2"),
+        ("iptables", "iptables"),
         ("iptables-restore", "iptables"),
     ];
     let missing: Vec<(&str, &str)> = wanted
@@ -129,6 +131,7 @@ pub(crate) fn preflight() -> anyhow::Result<Tools> {
     Ok(Tools {
         ip: find("ip").context("ip")?,
         tc: find("tc").context("tc")?,
+        iptables: find("iptables").context("iptables")?,
         iptables_restore: find("iptables-restore").context("iptables-restore")?,
     })
 }
@@ -459,6 +462,16 @@ fn needs_netem(rules: &[(Flow, Effect)]) -> bool {
     })
 }
 
+/// The packets counted by random-loss rules in `iptables -L -n -v -x`
+/// output (first column: packets; the header lines do not parse).
+fn count_lost(listing: &str) -> u64 {
+    listing
+        .lines()
+        .filter(|l| l.contains("statistic") && l.contains("DROP"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Runs `program args`, feeding `stdin`; the error carries its standard error.
 fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
     let shown = || format!("{} {}", program.display(), args.join(" "));
@@ -717,6 +730,23 @@ impl Net {
     pub(crate) fn set_packet(&mut self, link: Link, fault: PacketFault) -> anyhow::Result<()> {
         self.packet.insert(link, fault);
         self.apply()
+    }
+
+    /// Packets the random-loss rules dropped so far, over every namespace:
+    /// the evidence that a packet fault really took packets.
+    pub(crate) fn lost_packets(&self) -> anyhow::Result<u64> {
+        let iptables = self.tools.iptables.to_string_lossy().into_owned();
+        let mut lost = 0;
+        for ns in &self.namespaces {
+            let listing = output(
+                &self.tools.ip,
+                &[
+                    "netns", "exec", ns, &iptables, "-w", "-L", CHAIN, "-n", "-v", "-x",
+                ],
+            )?;
+            lost += count_lost(&listing);
+        }
+        Ok(lost)
     }
 
     pub(crate) fn heal(&mut self) -> anyhow::Result<()> {

@@ -338,3 +338,13 @@ fn a_drop_comes_before_a_loss_on_the_same_packets() {
     let loss = text.find("statistic").expect("a loss");
     assert!(drop < loss, "{text}");
 }
+
+#[test]
+fn lost_packets_are_read_from_the_loss_rules_counters() {
+    let listing = "Chain LEITSTAND (1 references)\n\
+    pkts      bytes target     prot opt in     out     source               destination\n\
+      12      960 DROP       6    --  *      *       0.0.0.0/0            10.213.7.12          tcp dpt:7400\n\
+      31     2480 DROP       6    --  *      *       0.0.0.0/0            10.213.7.11          tcp dpt:7400 statistic mode random probability 0.25000000000\n\
+       4      240 REJECT     6    --  *      *       0.0.0.0/0            10.213.7.13          tcp dpt:7400 statistic mode random probability 0.10000000000 reject-with tcp-reset\n";
+    assert_eq!(count_lost(listing), 31);
+}
