@@ -522,7 +522,7 @@ impl Interrupts {
 /// Heals every fault, lets decisions end, and waits for the replicas to
 /// agree: Ok(applied index) or why not.
 async fn finale(s: &mut Sandbox) -> Result<u64, String> {
-    if let Err(e) = s.heal_network() {
+    if let Err(e) = s.heal_network().await {
         // Left broken, the convergence check below says what it did.
         s.note(format!("finale: {e:#}"));
     }

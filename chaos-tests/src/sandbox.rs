@@ -331,7 +331,7 @@ impl Sandbox {
             Network::Netns => {
                 let tools = netns::preflight()?;
                 let ids = (1..=spec.controllers).collect();
-                Some(netns::Net::create(tools, ids, 2)?)
+                Some(netns::Net::create(tools, ids, 2).await?)
             }
         };
         for id in 1..=spec.controllers {
@@ -1102,9 +1102,9 @@ impl Sandbox {
         self.net.as_ref().is_some_and(|n| n.netem)
     }
 
-    fn set_link(&mut self, link: Link, fault: Fault) -> anyhow::Result<()> {
+    async fn set_link(&mut self, link: Link, fault: Fault) -> anyhow::Result<()> {
         match (&mut self.net, link) {
-            (Some(net), _) => net.set(link, fault),
+            (Some(net), _) => net.set(link, fault).await,
             (None, Link::Peer { from, to }) => {
                 self.peer_links
                     .get(&(from, to))
@@ -1126,26 +1126,37 @@ impl Sandbox {
         self.controller(id).map(|_| ())
     }
 
-    pub(crate) fn set_peer_link(&mut self, from: u64, to: u64, fault: Fault) -> anyhow::Result<()> {
+    pub(crate) async fn set_peer_link(
+        &mut self,
+        from: u64,
+        to: u64,
+        fault: Fault,
+    ) -> anyhow::Result<()> {
         self.check_controller(from)?;
         self.check_controller(to)?;
         if from == to {
             bail!("no link from controller {from} to itself");
         }
-        self.set_link(Link::Peer { from, to }, fault.clone())?;
+        self.set_link(Link::Peer { from, to }, fault.clone())
+            .await?;
         self.note(format!("link c{from}→c{to}: {fault}"));
         Ok(())
     }
 
-    pub(crate) fn set_agent_link(&mut self, controller: u64, fault: Fault) -> anyhow::Result<()> {
+    pub(crate) async fn set_agent_link(
+        &mut self,
+        controller: u64,
+        fault: Fault,
+    ) -> anyhow::Result<()> {
         self.check_controller(controller)?;
-        self.set_link(Link::Agents { controller }, fault.clone())?;
+        self.set_link(Link::Agents { controller }, fault.clone())
+            .await?;
         self.note(format!("agents→c{controller}: {fault}"));
         Ok(())
     }
 
     /// Cuts every link between the two groups, both ways.
-    pub(crate) fn partition(&mut self, side_a: &[u64], side_b: &[u64]) -> anyhow::Result<()> {
+    pub(crate) async fn partition(&mut self, side_a: &[u64], side_b: &[u64]) -> anyhow::Result<()> {
         for &a in side_a {
             for &b in side_b {
                 for (from, to) in [(a, b), (b, a)] {
@@ -1155,7 +1166,8 @@ impl Sandbox {
                             Fault::Blackhole {
                                 direction: crate::proxy::Direction::Both,
                             },
-                        )?;
+                        )
+                        .await?;
                     }
                 }
             }
@@ -1169,19 +1181,21 @@ impl Sandbox {
     /// A packet fault on every controller↔controller link and on every
     /// agent link (netns mode only: the proxy relays a byte stream and has
     /// no packets to lose).
-    pub(crate) fn degrade_every_link(&mut self, fault: PacketFault) -> anyhow::Result<()> {
+    pub(crate) async fn degrade_every_link(&mut self, fault: PacketFault) -> anyhow::Result<()> {
         let ids = self.ids();
         let net = self.net.as_mut().with_context(|| {
             format!("packet faults ({fault}) need --network netns; this sandbox runs proxies")
         })?;
+        let mut links = Vec::new();
         for &from in &ids {
             for &to in &ids {
                 if from != to {
-                    net.set_packet(Link::Peer { from, to }, fault)?;
+                    links.push(Link::Peer { from, to });
                 }
             }
-            net.set_packet(Link::Agents { controller: from }, fault)?;
+            links.push(Link::Agents { controller: from });
         }
+        net.set_packet(&links, fault).await?;
         self.note(format!(
             "every controller link and every agent link: {fault}"
         ));
@@ -1189,14 +1203,18 @@ impl Sandbox {
     }
 
     /// Packets lost to packet faults so far (netns mode; None otherwise).
-    pub(crate) fn lost_packets(&self) -> Option<anyhow::Result<u64>> {
-        self.net.as_ref().map(netns::Net::lost_packets)
+    pub(crate) async fn lost_packets(&self) -> Option<anyhow::Result<u64>> {
+        match &self.net {
+            Some(net) => Some(net.lost_packets().await),
+            None => None,
+        }
     }
 
     /// Every link back to normal.
-    pub(crate) fn heal_network(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn heal_network(&mut self) -> anyhow::Result<()> {
         if let Some(net) = &mut self.net {
             net.heal()
+                .await
                 .context("heal the network (remove every iptables rule and qdisc)")?;
         }
         for proxy in self.peer_links.values().chain(self.agent_links.values()) {

@@ -308,17 +308,18 @@ async fn leader_killed_during_dispatch(s: &mut Sandbox, _rng: &mut StdRng) -> an
 async fn leader_isolated(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::Result<()> {
     let leader = s.must_have_leader(ELECTION_WITHIN).await?;
     let rest = others(s, leader);
-    s.partition(&[leader], &rest)?;
+    s.partition(&[leader], &rest).await?;
     s.set_agent_link(
         leader,
         Fault::Blackhole {
             direction: Direction::Both,
         },
-    )?;
+    )
+    .await?;
     let next = wait_for_leader_among(s, &rest).await?;
     s.note(format!("controller {next} leads the majority"));
     break_primary_expect_failover(s, "fiber broken while the old leader is isolated").await?;
-    s.heal_network()?;
+    s.heal_network().await?;
     Ok(())
 }
 
@@ -350,11 +351,11 @@ async fn partition_symmetric(s: &mut Sandbox, rng: &mut StdRng) -> anyhow::Resul
     rest.shuffle(rng);
     let minority = vec![leader, rest[0]];
     let majority = rest[1..].to_vec();
-    s.partition(&minority, &majority)?;
+    s.partition(&minority, &majority).await?;
     let next = wait_for_leader_among(s, &majority).await?;
     s.note(format!("controller {next} leads the majority {majority:?}"));
     break_primary_expect_failover(s, "fiber broken during a 2 | 3 partition").await?;
-    s.heal_network()?;
+    s.heal_network().await?;
     Ok(())
 }
 
@@ -367,7 +368,8 @@ async fn partition_asymmetric(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::Res
             Fault::Blackhole {
                 direction: Direction::Both,
             },
-        )?;
+        )
+        .await?;
     }
     let at = s.break_path(PRIMARY).await?;
     s.expect_failover(
@@ -376,7 +378,7 @@ async fn partition_asymmetric(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::Res
         "fiber broken while the leader hears no follower",
     );
     active_becomes(s, BACKUP).await;
-    s.heal_network()?;
+    s.heal_network().await?;
     Ok(())
 }
 
@@ -400,7 +402,8 @@ async fn lossy_links(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::Result<()> {
         loss: LOSS,
         delay,
         jitter,
-    })?;
+    })
+    .await?;
     hold(
         s,
         "every link lossy, both paths healthy",
@@ -410,6 +413,7 @@ async fn lossy_links(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::Result<()> {
     // Evidence that the fault was real: the loss rules' counters.
     let lost = s
         .lost_packets()
+        .await
         .context("packet counters exist in netns mode")??;
     s.expect(
         "the links really lost packets",
@@ -426,7 +430,7 @@ async fn lossy_links(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::Result<()> {
         Duration::from_secs(2),
     )
     .await;
-    s.heal_network()?;
+    s.heal_network().await?;
     Ok(())
 }
 
@@ -437,7 +441,8 @@ async fn agents_cut_from_leader(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::R
         Fault::Blackhole {
             direction: Direction::Both,
         },
-    )?;
+    )
+    .await?;
     hold(s, "the leader hears no agent", Duration::from_secs(6)).await;
     expect_no_decision(s, "the agents were cut from the leader").await?;
     s.break_path(PRIMARY).await?;
@@ -447,7 +452,7 @@ async fn agents_cut_from_leader(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::R
         Duration::from_secs(3),
     )
     .await;
-    s.heal_network()?;
+    s.heal_network().await?;
     // The executor and the vantage points are reachable again from here.
     s.expect_failover(
         BACKUP,

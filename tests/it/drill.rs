@@ -196,7 +196,11 @@ fn netns_opted_out() -> bool {
 fn ip(args: &[&str]) -> Output {
     std::process::Command::new("ip")
         .args(args)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|child| child.wait_with_output())
         .unwrap_or_else(|e| panic!("run ip {args:?}: {e} (apt-get install iproute2)"))
 }
 

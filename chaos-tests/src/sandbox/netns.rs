@@ -32,10 +32,9 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -472,54 +471,77 @@ fn count_lost(listing: &str) -> u64 {
         .sum()
 }
 
-/// Runs `program args`, feeding `stdin`; the error carries its standard error.
-fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
+/// How long one ip, tc or iptables command may take (iptables waits for
+/// the xtables lock that parallel runs share).
+const COMMAND_WITHIN: Duration = Duration::from_secs(20);
+/// Standard output and error kept of one command.
+const OUTPUT_CAP: u64 = 1 << 20;
+
+/// Runs `program args`, feeding `stdin`; its standard output, or an error
+/// that carries its standard error.
+async fn output(program: &Path, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let shown = || format!("{} {}", program.display(), args.join(" "));
-    let mut child = Command::new(program)
+    let mut child = tokio::process::Command::new(program)
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("start `{}`", shown()))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .with_context(|| format!("write to `{}`", shown()))?;
-    }
-    let output = child
-        .wait_with_output()
-        .with_context(|| format!("wait for `{}`", shown()))?;
-    if !output.status.success() {
+    let input = child.stdin.take();
+    let mut out = child.stdout.take().context("stdout is piped")?;
+    let mut err = child.stderr.take().context("stderr is piped")?;
+    let finish = async {
+        if let (Some(text), Some(mut pipe)) = (stdin, input) {
+            pipe.write_all(text.as_bytes()).await?;
+            // Closing stdin ends the input.
+            drop(pipe);
+        }
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let mut out = (&mut out).take(OUTPUT_CAP);
+        let mut err = (&mut err).take(OUTPUT_CAP);
+        let (read_out, read_err) =
+            tokio::join!(out.read_to_end(&mut stdout), err.read_to_end(&mut stderr));
+        read_out?;
+        read_err?;
+        let status = child.wait().await?;
+        Ok::<_, std::io::Error>((status, stdout, stderr))
+    };
+    let (status, stdout, stderr) = tokio::time::timeout(COMMAND_WITHIN, finish)
+        .await
+        .map_err(|_| anyhow::anyhow!("`{}` did not finish within {COMMAND_WITHIN:?}", shown()))?
+        .with_context(|| format!("run `{}`", shown()))?;
+    if !status.success() {
         bail!(
-            "`{}` failed ({}): {}",
+            "`{}` failed ({status}): {}",
             shown(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
+            String::from_utf8_lossy(&stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
-fn output(program: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(program)
+async fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
+    output(program, args, stdin).await.map(|_| ())
+}
+
+/// For Drop, where nothing can be awaited: waits for the command, says
+/// only whether it worked.
+fn run_blocking(program: &Path, args: &[&str]) -> bool {
+    std::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("run {} {}", program.display(), args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "`{} {}` failed ({}): {}",
-            program.display(),
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .and_then(|mut child| child.wait())
+        .is_ok_and(|status| status.success())
 }
 
 /// The pid in a name this mode made (`ls-<pid>-…`).
@@ -535,19 +557,22 @@ fn owner_alive(pid: u32) -> bool {
 
 /// Removes the namespaces, bridges and veths of earlier runs whose process
 /// is gone. Returns what it removed.
-pub(crate) fn remove_leftovers(tools: &Tools) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn remove_leftovers(tools: &Tools) -> anyhow::Result<Vec<String>> {
     let mut removed = Vec::new();
-    for line in output(&tools.ip, &["netns", "list"])?.lines() {
+    for line in output(&tools.ip, &["netns", "list"], None).await?.lines() {
         let Some(name) = line.split_whitespace().next() else {
             continue;
         };
         if owner(name).is_some_and(|pid| !owner_alive(pid)) {
-            run(&tools.ip, &["netns", "del", name], None)?;
+            run(&tools.ip, &["netns", "del", name], None).await?;
             removed.push(format!("namespace {name}"));
         }
     }
     // `N: name@peer: <…>` or `N: name: <…>`.
-    for line in output(&tools.ip, &["-o", "link", "show"])?.lines() {
+    for line in output(&tools.ip, &["-o", "link", "show"], None)
+        .await?
+        .lines()
+    {
         let Some(name) = line
             .split(": ")
             .nth(1)
@@ -557,7 +582,7 @@ pub(crate) fn remove_leftovers(tools: &Tools) -> anyhow::Result<Vec<String>> {
         };
         if owner(name).is_some_and(|pid| !owner_alive(pid)) {
             // A veth may have gone with its namespace a moment ago.
-            if run(&tools.ip, &["link", "del", name], None).is_ok() {
+            if run(&tools.ip, &["link", "del", name], None).await.is_ok() {
                 removed.push(format!("interface {name}"));
             }
         }
@@ -567,8 +592,8 @@ pub(crate) fn remove_leftovers(tools: &Tools) -> anyhow::Result<Vec<String>> {
 
 /// The first 10.213.<n>.0/24 (n in 1..=254) no interface of the root
 /// namespace has an address in.
-fn free_octet(tools: &Tools) -> anyhow::Result<u8> {
-    let addresses = output(&tools.ip, &["-o", "-4", "addr", "show"])?;
+async fn free_octet(tools: &Tools) -> anyhow::Result<u8> {
+    let addresses = output(&tools.ip, &["-o", "-4", "addr", "show"], None).await?;
     let [a, b] = SUBNET_FIRST_OCTETS;
     (1..=254u8)
         .find(|n| !addresses.contains(&format!(" {a}.{b}.{n}.")))
@@ -592,7 +617,7 @@ pub(crate) struct Net {
 impl Net {
     /// Removes dead runs' leftovers, then builds the bridge and one
     /// namespace per node.
-    pub(crate) fn create(
+    pub(crate) async fn create(
         tools: Tools,
         controllers: Vec<u64>,
         agents: usize,
@@ -615,24 +640,27 @@ impl Net {
             namespaces: Vec::new(),
             bridge: None,
         };
-        let removed = remove_leftovers(&net.tools).context("remove earlier runs' leftovers")?;
+        let removed = remove_leftovers(&net.tools)
+            .await
+            .context("remove earlier runs' leftovers")?;
         if !removed.is_empty() {
             tracing::info!(target: "drill", "removed leftovers of dead runs: {}", removed.join(", "));
         }
-        net.topology.octet = free_octet(&net.tools)?;
+        net.topology.octet = free_octet(&net.tools).await?;
         net.build()
+            .await
             .context("build the drill's network (namespaces, veths, bridge)")?;
         Ok(net)
     }
 
-    fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
-        run(&self.tools.ip, args, None)
+    async fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+        run(&self.tools.ip, args, None).await
     }
 
-    fn build(&mut self) -> anyhow::Result<()> {
+    async fn build(&mut self) -> anyhow::Result<()> {
         let t = self.topology.clone();
         let bridge = t.bridge();
-        self.ip(&["link", "add", &bridge, "type", "bridge"])?;
+        self.ip(&["link", "add", &bridge, "type", "bridge"]).await?;
         self.bridge = Some(bridge.clone());
         self.ip(&[
             "addr",
@@ -640,19 +668,21 @@ impl Net {
             &format!("{}/24", t.gateway()),
             "dev",
             &bridge,
-        ])?;
-        self.ip(&["link", "set", &bridge, "up"])?;
+        ])
+        .await?;
+        self.ip(&["link", "set", &bridge, "up"]).await?;
         for node in t.nodes() {
             let ns = t.namespace(node);
-            self.ip(&["netns", "add", &ns])?;
+            self.ip(&["netns", "add", &ns]).await?;
             self.namespaces.push(ns.clone());
             // Host end named like the namespace; created with its peer
             // already inside, so no interface is ever left half-moved.
             self.ip(&[
                 "link", "add", &ns, "type", "veth", "peer", "name", DEVICE, "netns", &ns,
-            ])?;
-            self.ip(&["link", "set", &ns, "master", &bridge])?;
-            self.ip(&["link", "set", &ns, "up"])?;
+            ])
+            .await?;
+            self.ip(&["link", "set", &ns, "master", &bridge]).await?;
+            self.ip(&["link", "set", &ns, "up"]).await?;
             self.ip(&[
                 "-n",
                 &ns,
@@ -661,9 +691,10 @@ impl Net {
                 &format!("{}/24", t.address(node)),
                 "dev",
                 DEVICE,
-            ])?;
-            self.ip(&["-n", &ns, "link", "set", DEVICE, "up"])?;
-            self.ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            ])
+            .await?;
+            self.ip(&["-n", &ns, "link", "set", DEVICE, "up"]).await?;
+            self.ip(&["-n", &ns, "link", "set", "lo", "up"]).await?;
             self.iptables(
                 &ns,
                 false,
@@ -671,7 +702,8 @@ impl Net {
                     "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
                      :{CHAIN} - [0:0]\n-A OUTPUT -j {CHAIN}\nCOMMIT\n"
                 ),
-            )?;
+            )
+            .await?;
         }
         // sch_netem is a module many kernels have and some (small VM
         // kernels) lack: find out once, so a delay fault can say so.
@@ -684,25 +716,27 @@ impl Net {
                 ],
                 None,
             )
+            .await
             .is_ok();
             if self.netem {
                 run(
                     &tc,
                     &["-n", &first, "qdisc", "del", "dev", "lo", "root"],
                     None,
-                )?;
+                )
+                .await?;
             }
         }
         Ok(())
     }
 
-    fn iptables(&self, ns: &str, noflush: bool, rules: &str) -> anyhow::Result<()> {
+    async fn iptables(&self, ns: &str, noflush: bool, rules: &str) -> anyhow::Result<()> {
         let restore = self.tools.iptables_restore.to_string_lossy().into_owned();
         let mut args = vec!["netns", "exec", ns, restore.as_str(), "-w"];
         if noflush {
             args.push("--noflush");
         }
-        run(&self.tools.ip, &args, Some(rules))
+        run(&self.tools.ip, &args, Some(rules)).await
     }
 
     /// argv that runs a program in `node`'s namespace (ip netns exec execs
@@ -718,23 +752,29 @@ impl Net {
         )
     }
 
-    pub(crate) fn set(&mut self, link: Link, fault: Fault) -> anyhow::Result<()> {
+    pub(crate) async fn set(&mut self, link: Link, fault: Fault) -> anyhow::Result<()> {
         if fault == Fault::None {
             self.faults.remove(&link);
         } else {
             self.faults.insert(link, fault);
         }
-        self.apply()
+        self.apply().await
     }
 
-    pub(crate) fn set_packet(&mut self, link: Link, fault: PacketFault) -> anyhow::Result<()> {
-        self.packet.insert(link, fault);
-        self.apply()
+    pub(crate) async fn set_packet(
+        &mut self,
+        links: &[Link],
+        fault: PacketFault,
+    ) -> anyhow::Result<()> {
+        for link in links {
+            self.packet.insert(*link, fault);
+        }
+        self.apply().await
     }
 
     /// Packets the random-loss rules dropped so far, over every namespace:
     /// the evidence that a packet fault really took packets.
-    pub(crate) fn lost_packets(&self) -> anyhow::Result<u64> {
+    pub(crate) async fn lost_packets(&self) -> anyhow::Result<u64> {
         let iptables = self.tools.iptables.to_string_lossy().into_owned();
         let mut lost = 0;
         for ns in &self.namespaces {
@@ -743,20 +783,22 @@ impl Net {
                 &[
                     "netns", "exec", ns, &iptables, "-w", "-L", CHAIN, "-n", "-v", "-x",
                 ],
-            )?;
+                None,
+            )
+            .await?;
             lost += count_lost(&listing);
         }
         Ok(lost)
     }
 
-    pub(crate) fn heal(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn heal(&mut self) -> anyhow::Result<()> {
         self.faults.clear();
         self.packet.clear();
-        self.apply()
+        self.apply().await
     }
 
     /// Brings every namespace whose rules changed to the planned state.
-    fn apply(&mut self) -> anyhow::Result<()> {
+    async fn apply(&mut self) -> anyhow::Result<()> {
         let planned = plan(&self.topology, &self.faults, &self.packet);
         if !self.netem
             && let Some((node, _)) = planned.iter().find(|(_, rules)| needs_netem(rules))
@@ -778,6 +820,7 @@ impl Net {
             let ns = self.topology.namespace(node);
             if ruleset(new) != ruleset(old) {
                 self.iptables(&ns, true, &ruleset(new))
+                    .await
                     .with_context(|| format!("set the iptables faults of {ns}"))?;
             }
             let (old_tc, new_tc) = (shaping(old), shaping(new));
@@ -788,12 +831,15 @@ impl Net {
                         &tc,
                         &["-n", &ns, "qdisc", "del", "dev", DEVICE, "root"],
                         None,
-                    )?;
+                    )
+                    .await?;
                 }
                 for command in &new_tc {
                     let mut args = vec!["-n", ns.as_str()];
                     args.extend(command.iter().map(String::as_str));
-                    run(&tc, &args, None).with_context(|| format!("shape the traffic of {ns}"))?;
+                    run(&tc, &args, None)
+                        .await
+                        .with_context(|| format!("shape the traffic of {ns}"))?;
                 }
             }
             self.applied.insert(node, new.clone());
@@ -808,15 +854,19 @@ impl Drop for Net {
         // drops them first); deleting the host end of a veth deletes the
         // pair, deleting a namespace drops its iptables rules and qdiscs.
         for ns in &self.namespaces {
-            let _ = run(&self.tools.ip, &["link", "del", ns], None);
-            if let Err(e) = run(&self.tools.ip, &["netns", "del", ns], None) {
-                tracing::warn!("removing the drill's namespace {ns}: {e:#}");
+            let _ = run_blocking(&self.tools.ip, &["link", "del", ns]);
+            if !run_blocking(&self.tools.ip, &["netns", "del", ns]) {
+                tracing::warn!(
+                    "could not remove the drill's namespace {ns}; the next netns run removes it"
+                );
             }
         }
         if let Some(bridge) = &self.bridge
-            && let Err(e) = run(&self.tools.ip, &["link", "del", bridge], None)
+            && !run_blocking(&self.tools.ip, &["link", "del", bridge])
         {
-            tracing::warn!("removing the drill's bridge {bridge}: {e:#}");
+            tracing::warn!(
+                "could not remove the drill's bridge {bridge}; the next netns run removes it"
+            );
         }
         ALIVE.store(false, Ordering::SeqCst);
     }
