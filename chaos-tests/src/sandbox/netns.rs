@@ -622,6 +622,10 @@ impl Net {
         controllers: Vec<u64>,
         agents: usize,
     ) -> anyhow::Result<Net> {
+        // Host parts: controllers .11–.99, agents .101–.199.
+        if controllers.iter().any(|id| !(1..=89).contains(id)) || agents > 99 {
+            bail!("the netns sandbox numbers controllers 1–89 and at most 99 agents");
+        }
         if ALIVE.swap(true, Ordering::SeqCst) {
             bail!("a netns sandbox already exists in this process (names carry only the pid)");
         }
