@@ -369,3 +369,43 @@ fn an_interrupted_netns_drill_removes_its_namespaces() {
         "left behind:\n{namespaces}\n{links}"
     );
 }
+
+#[test]
+fn netns_mode_without_root_exits_2_and_says_why() {
+    use std::os::unix::fs::PermissionsExt;
+    // As root, run a copy (readable by everyone, wherever the checkout
+    // lives) as nobody through setpriv; otherwise this test is not root.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let copy = dir.path().join("leitstand");
+    std::fs::copy(env!("CARGO_BIN_EXE_leitstand"), &copy).expect("copy the binary");
+    let root = std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0");
+    let mut command = if root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&copy);
+        c
+    } else {
+        std::process::Command::new(&copy)
+    };
+    let output = command
+        .args(["drill", "run", "leader-isolated", "--network", "netns"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|child| child.wait_with_output())
+        .expect("run the drill as an unprivileged user (setpriv from util-linux)");
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--network netns needs root") && stderr.contains("--network proxy"),
+        "{stderr}"
+    );
+}

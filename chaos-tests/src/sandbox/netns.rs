@@ -90,14 +90,21 @@ fn effective_uid() -> Option<u32> {
 /// `tc`, `iptables-restore`. The error says what is missing, why it is
 /// needed and how to get it.
 pub(crate) fn preflight() -> anyhow::Result<Tools> {
-    match effective_uid() {
-        Some(0) => {}
-        uid => bail!(
+    preflight_with(effective_uid(), find)
+}
+
+/// [`preflight`] with the uid and the program search given.
+fn preflight_with(
+    uid: Option<u32>,
+    find: impl Fn(&str) -> Option<PathBuf>,
+) -> anyhow::Result<Tools> {
+    if uid != Some(0) {
+        bail!(
             "--network netns needs root (effective uid {}): it creates network namespaces, veth pairs, \
              a bridge, iptables rules and tc qdiscs. Run it as root, or use --network proxy (the default), \
              which needs no privileges",
             uid.map_or("unknown".into(), |u| u.to_string())
-        ),
+        );
     }
     let wanted = [
         ("ip", "iproute2"),
@@ -105,34 +112,40 @@ pub(crate) fn preflight() -> anyhow::Result<Tools> {
         ("iptables", "iptables"),
         ("iptables-restore", "iptables"),
     ];
+    let found: Vec<Option<PathBuf>> = wanted.iter().map(|(program, _)| find(program)).collect();
     let missing: Vec<(&str, &str)> = wanted
         .iter()
-        .copied()
-        .filter(|(program, _)| find(program).is_none())
+        .zip(&found)
+        .filter(|(_, path)| path.is_none())
+        .map(|(w, _)| *w)
         .collect();
-    if !missing.is_empty() {
-        let mut packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
-        packages.dedup();
-        bail!(
-            "--network netns runs {} to build and break the network, and {} not found in PATH or {}; \
-             install them (Debian: apt-get install {}), or use --network proxy",
-            wanted.map(|(p, _)| p).join(", "),
-            missing
-                .iter()
-                .map(|(p, _)| *p)
-                .collect::<Vec<_>>()
-                .join(", ")
-                + if missing.len() == 1 { " is" } else { " are" },
-            SEARCH.join(":"),
-            packages.join(" ")
-        );
+    if let [ip, tc, iptables, iptables_restore] = &found[..]
+        && let (Some(ip), Some(tc), Some(iptables), Some(iptables_restore)) =
+            (ip, tc, iptables, iptables_restore)
+    {
+        return Ok(Tools {
+            ip: ip.clone(),
+            tc: tc.clone(),
+            iptables: iptables.clone(),
+            iptables_restore: iptables_restore.clone(),
+        });
     }
-    Ok(Tools {
-        ip: find("ip").context("ip")?,
-        tc: find("tc").context("tc")?,
-        iptables: find("iptables").context("iptables")?,
-        iptables_restore: find("iptables-restore").context("iptables-restore")?,
-    })
+    let mut packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+    packages.dedup();
+    bail!(
+        "--network netns runs {} to build and break the network, and {} not found in PATH or {}; \
+         install {} (Debian: apt-get install {}), or use --network proxy",
+        wanted.map(|(p, _)| p).join(", "),
+        missing
+            .iter()
+            .map(|(p, _)| *p)
+            .collect::<Vec<_>>()
+            .join(", ")
+            + if missing.len() == 1 { " is" } else { " are" },
+        SEARCH.join(":"),
+        if missing.len() == 1 { "it" } else { "them" },
+        packages.join(" ")
+    )
 }
 
 /// One process's namespace.

@@ -348,3 +348,42 @@ fn lost_packets_are_read_from_the_loss_rules_counters() {
        4      240 REJECT     6    --  *      *       0.0.0.0/0            10.213.7.13          tcp dpt:7400 statistic mode random probability 0.10000000000 reject-with tcp-reset\n";
     assert_eq!(count_lost(listing), 31);
 }
+
+#[test]
+fn the_preflight_says_what_is_missing_and_how_to_get_it() {
+    let everything = |name: &str| Some(PathBuf::from(format!("/usr/sbin/{name}")));
+    let tools = preflight_with(Some(0), everything).expect("root with every tool");
+    assert_eq!(
+        tools.iptables_restore,
+        PathBuf::from("/usr/sbin/iptables-restore")
+    );
+
+    let not_root = preflight_with(Some(1000), everything).expect_err("not root");
+    let text = format!("{not_root:#}");
+    assert!(
+        text.contains("needs root (effective uid 1000)") && text.contains("--network proxy"),
+        "{text}"
+    );
+
+    let no_iptables = |name: &str| {
+        (!name.starts_with("iptables"))
+            .then(|| everything(name))
+            .flatten()
+    };
+    let text = format!(
+        "{:#}",
+        preflight_with(Some(0), no_iptables).expect_err("no iptables")
+    );
+    assert!(
+        text.contains("iptables, iptables-restore are not found")
+            && text.contains("apt-get install iptables)"),
+        "{text}"
+    );
+
+    let no_tc = |name: &str| (name != "tc").then(|| everything(name)).flatten();
+    let text = format!("{:#}", preflight_with(Some(0), no_tc).expect_err("no tc"));
+    assert!(
+        text.contains("tc is not found") && text.contains("apt-get install iproute2)"),
+        "{text}"
+    );
+}
