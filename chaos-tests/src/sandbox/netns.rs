@@ -603,6 +603,32 @@ pub(crate) async fn remove_leftovers(tools: &Tools) -> anyhow::Result<Vec<String
     Ok(removed)
 }
 
+/// Where concurrent netns runs serialise their choice of subnet.
+const SUBNET_LOCK: &str = "/run/leitstand-drill-netns.lock";
+const SUBNET_LOCK_WITHIN: Duration = Duration::from_secs(20);
+
+/// An exclusive lock on [`SUBNET_LOCK`], held while the file is open.
+async fn subnet_lock() -> anyhow::Result<std::fs::File> {
+    let take = tokio::task::spawn_blocking(|| {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(SUBNET_LOCK)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    });
+    tokio::time::timeout(SUBNET_LOCK_WITHIN, take)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "another drill held {SUBNET_LOCK} for {SUBNET_LOCK_WITHIN:?} (a run choosing its subnet takes milliseconds)"
+            )
+        })?
+        .context("the lock task")?
+        .with_context(|| format!("lock {SUBNET_LOCK}"))
+}
+
 /// The first 10.213.<n>.0/24 (n in 1..=254) no interface of the root
 /// namespace has an address in.
 async fn free_octet(tools: &Tools) -> anyhow::Result<u8> {
@@ -663,10 +689,17 @@ impl Net {
         if !removed.is_empty() {
             tracing::info!(target: "drill", "removed leftovers of dead runs: {}", removed.join(", "));
         }
+        // Choosing a free subnet and taking it (the bridge's address) is
+        // one step for concurrent runs: under a lock shared by all of them.
+        let lock = subnet_lock().await?;
         net.topology.octet = free_octet(&net.tools).await?;
-        net.build()
+        net.build_bridge()
             .await
-            .context("build the drill's network (namespaces, veths, bridge)")?;
+            .context("build the drill's bridge")?;
+        drop(lock);
+        net.build_nodes()
+            .await
+            .context("build the drill's namespaces and veths")?;
         Ok(net)
     }
 
@@ -674,7 +707,7 @@ impl Net {
         run(&self.tools.ip, args, None).await
     }
 
-    async fn build(&mut self) -> anyhow::Result<()> {
+    async fn build_bridge(&mut self) -> anyhow::Result<()> {
         let t = self.topology.clone();
         let bridge = t.bridge();
         self.ip(&["link", "add", &bridge, "type", "bridge"]).await?;
@@ -687,7 +720,12 @@ impl Net {
             &bridge,
         ])
         .await?;
-        self.ip(&["link", "set", &bridge, "up"]).await?;
+        self.ip(&["link", "set", &bridge, "up"]).await
+    }
+
+    async fn build_nodes(&mut self) -> anyhow::Result<()> {
+        let t = self.topology.clone();
+        let bridge = t.bridge();
         for node in t.nodes() {
             let ns = t.namespace(node);
             self.ip(&["netns", "add", &ns]).await?;
