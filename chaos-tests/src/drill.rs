@@ -688,3 +688,59 @@ pub fn write(report: &Report, path: &Path) -> anyhow::Result<PathBuf> {
     std::fs::write(&json_path, json).with_context(|| format!("write {}", json_path.display()))?;
     Ok(json_path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(network: Network) -> Options {
+        Options {
+            // Never started: the scenario is skipped before any sandbox.
+            binary: Some(PathBuf::from("/bin/true")),
+            seed: 1,
+            runs: 1,
+            executor_env: Vec::new(),
+            network,
+        }
+    }
+
+    #[test]
+    fn a_netns_scenario_named_without_netns_is_a_usage_error() {
+        let e = select("lossy-links", Network::Proxy).expect_err("needs netns");
+        assert!(format!("{e:#}").contains("--network netns"), "{e:#}");
+        let e = select("leader-isolated,lossy-links", Network::Proxy).expect_err("in a list too");
+        assert!(format!("{e:#}").contains("lossy-links needs"), "{e:#}");
+        assert_eq!(
+            select("leader-isolated, lossy-links", Network::Netns).expect("netns"),
+            ["leader-isolated", "lossy-links"]
+        );
+        assert!(
+            select("all", Network::Proxy)
+                .expect("all")
+                .contains(&"lossy-links")
+        );
+        assert!(
+            !select("short", Network::Proxy)
+                .expect("short")
+                .contains(&"lossy-links")
+        );
+    }
+
+    #[tokio::test]
+    async fn in_a_proxy_run_of_a_set_a_netns_scenario_is_skipped_with_its_reason() {
+        let report = run(&["lossy-links"], &options(Network::Proxy))
+            .await
+            .expect("a run");
+        let run = &report.runs[0];
+        assert_eq!(run.outcome, "skipped");
+        assert!(
+            run.skipped
+                .as_deref()
+                .is_some_and(|why| why.contains("needs --network netns")),
+            "{:?}",
+            run.skipped
+        );
+        assert!(report.passed(), "a skip is not a failure");
+        assert!(report.markdown().contains("Skipped: needs --network netns"));
+    }
+}
