@@ -12,7 +12,7 @@ pub(crate) enum DrillCommand {
     List,
     /// Run a scenario, the short set (`short`) or every scenario (`all`).
     Run {
-        /// A scenario's name, `short` or `all`.
+        /// A scenario's name, names separated by commas, `short` or `all`.
         scenario: String,
         /// Seed of the fault schedule; the same seed gives the same schedule.
         #[arg(long, default_value_t = 1)]
@@ -26,7 +26,27 @@ pub(crate) enum DrillCommand {
         /// The binary to run as controller and agent (default: this one).
         #[arg(long)]
         binary: Option<PathBuf>,
+        /// How links are made and broken: `proxy` (a fault-injecting TCP
+        /// proxy on every link, no privileges) or `netns` (root: a network
+        /// namespace per process, faults by iptables and tc netem).
+        #[arg(long, value_enum, default_value_t = NetworkArg::Proxy)]
+        network: NetworkArg,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum NetworkArg {
+    Proxy,
+    Netns,
+}
+
+impl From<NetworkArg> for leitstand_chaos::drill::Network {
+    fn from(arg: NetworkArg) -> Self {
+        match arg {
+            NetworkArg::Proxy => leitstand_chaos::drill::Network::Proxy,
+            NetworkArg::Netns => leitstand_chaos::drill::Network::Netns,
+        }
+    }
 }
 
 pub(crate) async fn run(command: DrillCommand) -> ExitCode {
@@ -35,10 +55,11 @@ pub(crate) async fn run(command: DrillCommand) -> ExitCode {
         DrillCommand::List => {
             let mut out = std::io::stdout().lock();
             for s in leitstand_chaos::drill::list() {
-                let marks = match (s.short, s.needs_root) {
-                    (true, _) => " [short]",
-                    (false, true) => " [root]",
-                    (false, false) => "",
+                let marks = match (s.short, s.needs_root, s.needs_netns) {
+                    (true, _, _) => " [short]",
+                    (false, true, _) => " [root]",
+                    (false, false, true) => " [netns]",
+                    (false, false, false) => "",
                 };
                 let _ = writeln!(out, "{}{marks}\n    {}", s.name, s.summary);
             }
@@ -50,19 +71,27 @@ pub(crate) async fn run(command: DrillCommand) -> ExitCode {
             runs,
             report,
             binary,
+            network,
         } => {
-            let names = match leitstand_chaos::drill::select(&scenario) {
+            let network = leitstand_chaos::drill::Network::from(network);
+            let names = match leitstand_chaos::drill::select(&scenario, network) {
                 Ok(names) => names,
                 Err(e) => {
                     tracing::error!("{e:#}");
                     return ExitCode::from(2);
                 }
             };
+            // Before anything starts: root and the tools, or exit 2.
+            if let Err(e) = leitstand_chaos::drill::check_network(network) {
+                tracing::error!("{e:#}");
+                return ExitCode::from(2);
+            }
             let options = leitstand_chaos::drill::Options {
                 binary,
                 seed,
                 runs,
                 executor_env: executor_env(),
+                network,
             };
             let result = match leitstand_chaos::drill::run(&names, &options).await {
                 Ok(result) => result,

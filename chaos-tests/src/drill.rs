@@ -25,6 +25,36 @@ const INTERRUPTED: &str = "interrupted";
 /// No new decision for this long after all ended: the system is at rest.
 const QUIET: Duration = Duration::from_millis(1500);
 
+/// How the sandbox makes and breaks its links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// A fault-injecting TCP proxy on every link, on loopback (no privileges).
+    #[default]
+    Proxy,
+    /// Root only: a network namespace per process, veths to a bridge,
+    /// faults by iptables and tc inside the namespaces.
+    Netns,
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Network::Proxy => "proxy",
+            Network::Netns => "netns",
+        })
+    }
+}
+
+/// Whether `network` can run here: for netns, root and ip, tc,
+/// iptables-restore. The error says what is missing and how to fix it.
+pub fn check_network(network: Network) -> anyhow::Result<()> {
+    match network {
+        Network::Proxy => Ok(()),
+        Network::Netns => sandbox::netns::preflight().map(|_| ()),
+    }
+}
+
 /// One scenario, as `drill list` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ScenarioInfo {
@@ -33,6 +63,8 @@ pub struct ScenarioInfo {
     /// In the short set CI runs.
     pub short: bool,
     pub needs_root: bool,
+    /// Runs only with `--network netns` (packet-level faults).
+    pub needs_netns: bool,
 }
 
 pub fn list() -> Vec<ScenarioInfo> {
@@ -43,6 +75,7 @@ pub fn list() -> Vec<ScenarioInfo> {
             summary: s.summary,
             short: s.short,
             needs_root: s.needs_root,
+            needs_netns: s.needs_netns,
         })
         .collect()
 }
@@ -58,11 +91,13 @@ pub struct Options {
     pub runs: u64,
     /// Extra environment for the executor agent (the test-only fencing switch).
     pub executor_env: Vec<(String, String)>,
+    pub network: Network,
 }
 
 /// Every run's result.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
+    pub network: Network,
     pub runs: Vec<RunReport>,
 }
 
@@ -126,9 +161,10 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut out = String::from("# Leitstand drill report\n\n");
         out.push_str(&format!(
-            "Leitstand {} · {} run(s) · {}\n\n",
+            "Leitstand {} · {} run(s) · network {} · {}\n\n",
             leitstand_proto::VERSION,
             self.runs.len(),
+            self.network,
             if self.passed() {
                 "**every invariant held**"
             } else {
@@ -253,13 +289,26 @@ impl RunReport {
     }
 }
 
-/// `short`, `all`, or one scenario's name.
-pub fn select(what: &str) -> anyhow::Result<Vec<&'static str>> {
+/// `short`, `all`, one scenario's name, or names separated by commas. A
+/// scenario named explicitly that needs `--network netns` is a usage error
+/// without it; in `all` it is reported as skipped.
+pub fn select(what: &str, network: Network) -> anyhow::Result<Vec<&'static str>> {
     let all = scenarios::all();
     let names: Vec<&'static str> = match what {
         "all" => all.iter().map(|s| s.name).collect(),
         "short" => all.iter().filter(|s| s.short).map(|s| s.name).collect(),
+        list if list.contains(',') => {
+            let mut names = Vec::new();
+            for name in list.split(',') {
+                names.extend(select(name.trim(), network)?);
+            }
+            names
+        }
         name => match all.iter().find(|s| s.name == name) {
+            Some(s) if s.needs_netns && network != Network::Netns => bail!(
+                "drill scenario {name} needs --network netns ({NEEDS_NETNS}); run it as root with \
+                 `leitstand drill run {name} --network netns`"
+            ),
             Some(s) => vec![s.name],
             None => bail!(
                 "no drill scenario {name:?}; `leitstand drill list` shows them (or use `short` or `all`)"
@@ -269,9 +318,13 @@ pub fn select(what: &str) -> anyhow::Result<Vec<&'static str>> {
     Ok(names)
 }
 
+const NEEDS_NETNS: &str = "its faults are lost and delayed packets, and the proxy relays a byte stream with no packets to lose";
+
 /// Runs `names`, each `options.runs` times with seeds seed, seed+1, …
 pub async fn run(names: &[&str], options: &Options) -> anyhow::Result<Report> {
     let binary = sandbox::process::leitstand_binary(options.binary.as_deref())?;
+    check_network(options.network)?;
+    let network = options.network;
     let mut runs = Vec::new();
     let catalogue = scenarios::all();
     for name in names {
@@ -290,11 +343,11 @@ pub async fn run(names: &[&str], options: &Options) -> anyhow::Result<Report> {
                 .is_some_and(|e| e.starts_with(INTERRUPTED));
             runs.push(report);
             if stop {
-                return Ok(Report { runs });
+                return Ok(Report { network, runs });
             }
         }
     }
-    Ok(Report { runs })
+    Ok(Report { network, runs })
 }
 
 fn is_root() -> bool {
@@ -330,31 +383,37 @@ async fn run_one(scenario: &Scenario, binary: &Path, seed: u64, options: &Option
             Some("needs root (it mounts a small tmpfs as a controller's data directory)".into());
         return report;
     }
+    if scenario.needs_netns && options.network != Network::Netns {
+        report.outcome = "skipped".into();
+        report.skipped = Some(format!("needs --network netns ({NEEDS_NETNS})"));
+        return report;
+    }
     let mut spec = (scenario.spec)();
     spec.executor_env = options.executor_env.clone();
-    let mut sandbox = match Sandbox::start(binary, spec, seed).await {
+    spec.network = options.network;
+    // Listening before the sandbox starts: an interrupt while it starts
+    // drops the half-built sandbox (processes, namespaces) too.
+    let mut interrupts = Interrupts::new();
+    let interrupted =
+        |how: &str| anyhow::anyhow!("{INTERRUPTED} ({how}); everything started is torn down");
+    let start = tokio::select! {
+        sandbox = Sandbox::start(binary, spec, seed) => {
+            sandbox.map_err(|e| format!("the sandbox did not start: {e:#}"))
+        }
+        how = interrupts.next() => Err(interrupted(how).to_string()),
+    };
+    let mut sandbox = match start {
         Ok(sandbox) => sandbox,
         Err(e) => {
-            report.error = Some(format!("the sandbox did not start: {e:#}"));
+            report.error = Some(e);
             report.duration_ms = started.elapsed().as_millis() as u64;
             return report;
         }
     };
     let mut rng = StdRng::seed_from_u64(seed);
-    let terminated = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    let interrupted =
-        |how: &str| anyhow::anyhow!("{INTERRUPTED} ({how}); everything started is torn down");
     let outcome = tokio::select! {
         outcome = (scenario.run)(&mut sandbox, &mut rng) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(interrupted("Ctrl-C")),
-        () = terminated => Err(interrupted("SIGTERM")),
+        how = interrupts.next() => Err(interrupted(how)),
     };
     if outcome
         .as_ref()
@@ -428,10 +487,50 @@ async fn run_one(scenario: &Scenario, binary: &Path, seed: u64, options: &Option
     report
 }
 
+/// SIGINT (Ctrl-C) and SIGTERM, registered once per run: a signal that
+/// arrives while nobody awaits it is still seen by the next `next`.
+struct Interrupts {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn new() -> Interrupts {
+        use tokio::signal::unix::{SignalKind, signal};
+        Interrupts {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Which signal came.
+    async fn next(&mut self) -> &'static str {
+        async fn one(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        let Interrupts {
+            interrupt,
+            terminate,
+        } = self;
+        tokio::select! {
+            () = one(interrupt) => "Ctrl-C",
+            () = one(terminate) => "SIGTERM",
+        }
+    }
+}
+
 /// Heals every fault, lets decisions end, and waits for the replicas to
 /// agree: Ok(applied index) or why not.
 async fn finale(s: &mut Sandbox) -> Result<u64, String> {
-    s.heal_network();
+    if let Err(e) = s.heal_network().await {
+        // Left broken, the convergence check below says what it did.
+        s.note(format!("finale: {e:#}"));
+    }
     for c in &mut s.controllers {
         if c.process.is_stopped() {
             let _ = c.process.thaw();
@@ -615,4 +714,60 @@ pub fn write(report: &Report, path: &Path) -> anyhow::Result<PathBuf> {
     let json = serde_json::to_string_pretty(&report.json()).context("encode the report")?;
     std::fs::write(&json_path, json).with_context(|| format!("write {}", json_path.display()))?;
     Ok(json_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(network: Network) -> Options {
+        Options {
+            // Never started: the scenario is skipped before any sandbox.
+            binary: Some(PathBuf::from("/bin/true")),
+            seed: 1,
+            runs: 1,
+            executor_env: Vec::new(),
+            network,
+        }
+    }
+
+    #[test]
+    fn a_netns_scenario_named_without_netns_is_a_usage_error() {
+        let e = select("lossy-links", Network::Proxy).expect_err("needs netns");
+        assert!(format!("{e:#}").contains("--network netns"), "{e:#}");
+        let e = select("leader-isolated,lossy-links", Network::Proxy).expect_err("in a list too");
+        assert!(format!("{e:#}").contains("lossy-links needs"), "{e:#}");
+        assert_eq!(
+            select("leader-isolated, lossy-links", Network::Netns).expect("netns"),
+            ["leader-isolated", "lossy-links"]
+        );
+        assert!(
+            select("all", Network::Proxy)
+                .expect("all")
+                .contains(&"lossy-links")
+        );
+        assert!(
+            !select("short", Network::Proxy)
+                .expect("short")
+                .contains(&"lossy-links")
+        );
+    }
+
+    #[tokio::test]
+    async fn in_a_proxy_run_of_a_set_a_netns_scenario_is_skipped_with_its_reason() {
+        let report = run(&["lossy-links"], &options(Network::Proxy))
+            .await
+            .expect("a run");
+        let run = &report.runs[0];
+        assert_eq!(run.outcome, "skipped");
+        assert!(
+            run.skipped
+                .as_deref()
+                .is_some_and(|why| why.contains("needs --network netns")),
+            "{:?}",
+            run.skipped
+        );
+        assert!(report.passed(), "a skip is not a failure");
+        assert!(report.markdown().contains("Skipped: needs --network netns"));
+    }
 }

@@ -1,20 +1,26 @@
 //! The drill sandbox: N `leitstand controller` and M `leitstand agent`
-//! processes on loopback with a fresh PKI in a temporary directory, a
-//! fault-injecting proxy on every link, local endpoints standing in for a
-//! service's redundant paths, and executor actions that append to a journal.
+//! processes with a fresh PKI in a temporary directory, a fault on every
+//! link, local endpoints standing in for a service's redundant paths, and
+//! executor actions that append to a journal.
 //!
-//! The links: controller i dials peer j through its own proxy (`[cluster]
-//! peer_routes`), so every ordered pair can be cut on its own; every agent
-//! reaches controller j through controller j's agent proxy, which is also the
-//! address controller j advertises, so a leader hint leads through it too.
-//! The harness itself talks to each controller directly: it observes, it is
-//! not part of the experiment.
+//! The links, in the default proxy mode (on loopback): controller i dials
+//! peer j through its own proxy (`[cluster] peer_routes`), so every ordered
+//! pair can be cut on its own; every agent reaches controller j through
+//! controller j's agent proxy, which is also the address controller j
+//! advertises, so a leader hint leads through it too. In the netns mode
+//! (root; `netns.rs`) every process has a network namespace of its own and
+//! the same links are broken by iptables and tc inside the namespaces; the
+//! fault API (`set_peer_link`, `set_agent_link`, `partition`,
+//! `heal_network`) is the same for both. The harness itself talks to each
+//! controller directly: it observes, it is not part of the experiment.
 //!
 //! Everything is torn down when the sandbox is dropped (on an error, a panic
 //! or Ctrl-C): the processes are killed (`kill_on_drop`), the proxies and
-//! endpoints are tasks of this process, the directory is removed.
+//! endpoints are tasks of this process, the namespaces and the bridge are
+//! deleted, the directory is removed.
 
 mod endpoint;
+pub(crate) mod netns;
 mod observer;
 pub(crate) mod process;
 pub(crate) mod sim_agent;
@@ -34,8 +40,10 @@ use leitstand_proto::v1::{self, ClusterStatusRequest, StatusRequest};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use crate::drill::Network;
 use crate::proxy::{Fault, Proxy};
 pub(crate) use endpoint::Endpoint;
+use netns::{Link, Node, PacketFault};
 pub(crate) use observer::{Observations, Sample};
 use process::{Process, write_script};
 
@@ -77,6 +85,8 @@ pub(crate) struct Spec {
     pub(crate) executor_env: Vec<(String, String)>,
     /// A node whose data directory lives on a small tmpfs (root only).
     pub(crate) small_disk: Option<(u64, u64)>,
+    /// How the links are made and broken.
+    pub(crate) network: Network,
 }
 
 impl Spec {
@@ -87,6 +97,7 @@ impl Spec {
             runbook: RunbookShape::default(),
             executor_env: Vec::new(),
             small_disk: None,
+            network: Network::Proxy,
         }
     }
 }
@@ -249,6 +260,9 @@ pub(crate) struct Sandbox {
     pub(crate) record: Record,
     pub(crate) observations: Observations,
     observer: Option<tokio::task::JoinHandle<()>>,
+    /// The namespaces of the netns mode. Last, so it is dropped after the
+    /// processes in it were killed.
+    net: Option<netns::Net>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -310,13 +324,27 @@ impl Sandbox {
         let root = dir.path().to_owned();
         let pki_dir = root.join("pki");
         pki::init(&pki_dir, TRUST_DOMAIN, false).context("create the drill CA")?;
-        let loopback: std::net::IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
+        // netns mode: the namespaces first, since the controllers'
+        // certificates must name the addresses the others dial.
+        let net = match spec.network {
+            Network::Proxy => None,
+            Network::Netns => {
+                let tools = netns::preflight()?;
+                let ids = (1..=spec.controllers).collect();
+                Some(netns::Net::create(tools, ids, 2).await?)
+            }
+        };
         for id in 1..=spec.controllers {
-            issue(
+            let own: Vec<std::net::IpAddr> = net
+                .iter()
+                .map(|n| n.topology.address(Node::Controller(id)).into())
+                .collect();
+            issue_with_ips(
                 &pki_dir,
                 PeerKind::Controller,
                 &id.to_string(),
                 Validity::days_from_now(1),
+                &own,
             )?;
         }
         for agent in [EXECUTOR, WITNESS] {
@@ -328,24 +356,39 @@ impl Sandbox {
             OPERATOR,
             Validity::days_from_now(1),
         )?;
-        let _ = loopback;
 
-        // Real listening addresses, held until the controllers start, so
-        // that neither these nor the proxies' and endpoints' ports repeat.
-        let reserved = reserve_ports(2 * spec.controllers as usize)?;
-        let ports = reserved
-            .iter()
-            .map(|l| Ok(l.local_addr()?.port()))
-            .collect::<anyhow::Result<Vec<u16>>>()?;
-        let (listen_ports, metrics_ports) = ports.split_at(spec.controllers as usize);
-        let listen: Vec<SocketAddr> = listen_ports
-            .iter()
-            .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
-            .collect();
+        let (reserved, listen, metrics_addresses) = match &net {
+            // Each controller has an address of its own: fixed ports.
+            Some(net) => {
+                let at = |id: u64, port: u16| {
+                    SocketAddr::new(net.topology.address(Node::Controller(id)).into(), port)
+                };
+                let ids = 1..=spec.controllers;
+                (
+                    Vec::new(),
+                    ids.clone().map(|id| at(id, netns::PORT)).collect(),
+                    ids.map(|id| at(id, netns::METRICS_PORT)).collect(),
+                )
+            }
+            // Real listening addresses, held until the controllers start,
+            // so that neither these nor the proxies' and endpoints' ports
+            // repeat.
+            None => {
+                let reserved = reserve_ports(2 * spec.controllers as usize)?;
+                let addresses = reserved
+                    .iter()
+                    .map(|l| Ok(l.local_addr()?))
+                    .collect::<anyhow::Result<Vec<SocketAddr>>>()?;
+                let (listen, metrics) = addresses.split_at(spec.controllers as usize);
+                (reserved, listen.to_vec(), metrics.to_vec())
+            }
+        };
 
         let mut agent_links = BTreeMap::new();
         let mut peer_links = BTreeMap::new();
-        for (i, upstream) in listen.iter().enumerate() {
+        // In netns mode the kernel breaks the links: no proxies.
+        let proxied = if net.is_some() { &[][..] } else { &listen[..] };
+        for (i, upstream) in proxied.iter().enumerate() {
             let id = i as u64 + 1;
             let proxy = Proxy::start(format!("agents→c{id}"), *upstream, seed ^ (id << 32))
                 .await
@@ -365,7 +408,20 @@ impl Sandbox {
                 peer_links.insert((from, id), proxy);
             }
         }
-        let advertised = |id: u64| agent_links[&id].address().to_string();
+        let advertised = |id: u64| match &net {
+            Some(_) => listen[(id - 1) as usize].to_string(),
+            None => agent_links[&id].address().to_string(),
+        };
+        // argv of a process: in netns mode through `ip netns exec`.
+        let command = |node: Node, args: Vec<std::ffi::OsString>| match &net {
+            Some(net) => {
+                let (program, mut prefix) = net.exec_prefix(node);
+                prefix.push(binary.as_os_str().to_owned());
+                prefix.extend(args);
+                (program, prefix)
+            }
+            None => (binary.to_owned(), args),
+        };
         let peers = (1..=spec.controllers)
             .map(|id| format!("{id} = \"{}\"", advertised(id)))
             .collect::<Vec<_>>()
@@ -392,7 +448,7 @@ impl Sandbox {
                     "snapshot_after_entries = {after}\nkeep_entries_after_snapshot = {keep}\n"
                 ),
             };
-            let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_ports[i]));
+            let metrics = metrics_addresses[i];
             let config = root.join(format!("controller-{id}.toml"));
             std::fs::write(
                 &config,
@@ -409,9 +465,8 @@ impl Sandbox {
                 ),
             )
             .with_context(|| format!("write {}", config.display()))?;
-            let process = Process::new(
-                format!("controller-{id}"),
-                binary,
+            let (program, args) = command(
+                Node::Controller(id),
                 vec![
                     "--log-format".into(),
                     "json".into(),
@@ -419,6 +474,11 @@ impl Sandbox {
                     "--config".into(),
                     config.into(),
                 ],
+            );
+            let process = Process::new(
+                format!("controller-{id}"),
+                &program,
+                args,
                 root.join(format!("controller-{id}.log")),
             );
             controllers.push(ControllerNode {
@@ -432,8 +492,16 @@ impl Sandbox {
         }
 
         let mut endpoints = BTreeMap::new();
+        // On the harness's side: loopback, or the bridge the agents'
+        // namespaces reach (the path checks are not part of a link).
+        let endpoint_host = net
+            .as_ref()
+            .map_or("127.0.0.1".to_owned(), |n| n.topology.gateway().to_string());
         for path in [PRIMARY, BACKUP] {
-            endpoints.insert(path.to_owned(), Endpoint::open(path, "127.0.0.1:0").await?);
+            endpoints.insert(
+                path.to_owned(),
+                Endpoint::open(path, &format!("{endpoint_host}:0")).await?,
+            );
         }
         let script = root.join("action.sh");
         write_script(&script, ACTION_SCRIPT)?;
@@ -442,7 +510,7 @@ impl Sandbox {
             .collect::<Vec<_>>()
             .join(", ");
         let mut agents = BTreeMap::new();
-        for id in [EXECUTOR, WITNESS] {
+        for (n, id) in [EXECUTOR, WITNESS].into_iter().enumerate() {
             let journal = root.join(format!("journal-{id}"));
             let state_dir = root.join(format!("agent-{id}"));
             let mut text = format!(
@@ -470,9 +538,8 @@ impl Sandbox {
             }
             let config = root.join(format!("agent-{id}.toml"));
             std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
-            let mut process = Process::new(
-                format!("agent {id}"),
-                binary,
+            let (program, args) = command(
+                Node::Agent(n),
                 vec![
                     "--log-format".into(),
                     "json".into(),
@@ -480,6 +547,11 @@ impl Sandbox {
                     "--config".into(),
                     config.into(),
                 ],
+            );
+            let mut process = Process::new(
+                format!("agent {id}"),
+                &program,
+                args,
                 root.join(format!("agent-{id}.log")),
             );
             if id == EXECUTOR {
@@ -514,6 +586,7 @@ impl Sandbox {
             record: Record::default(),
             observations,
             observer: None,
+            net,
         };
         drop(reserved);
         for c in &mut sandbox.controllers {
@@ -536,6 +609,21 @@ impl Sandbox {
                 .collect(),
             sandbox.observations.clone(),
         ));
+        if let Some(net) = &sandbox.net {
+            let what = format!(
+                "network: namespaces {}-c*/-a* on 10.213.{}.0/24, bridge address {} (the harness); \
+                 faults by iptables{}",
+                net.topology.run,
+                net.topology.octet,
+                net.topology.gateway(),
+                if net.netem {
+                    " and tc (htb, netem)"
+                } else {
+                    " and tc htb (this kernel has no sch_netem: no delay or jitter)"
+                }
+            );
+            sandbox.note(what);
+        }
         let leader = sandbox.must_have_leader(START_TIMEOUT).await?;
         sandbox.note(format!(
             "{} controllers started; controller {leader} leads",
@@ -1008,35 +1096,78 @@ impl Sandbox {
 
     // ----- faults: network -----
 
-    pub(crate) fn set_peer_link(&mut self, from: u64, to: u64, fault: Fault) -> anyhow::Result<()> {
-        let proxy = self
-            .peer_links
-            .get(&(from, to))
-            .with_context(|| format!("no link from controller {from} to {to}"))?;
-        proxy.set(fault.clone());
+    /// Whether delay and jitter can be given to packets here (netns mode
+    /// on a kernel with sch_netem).
+    pub(crate) fn has_netem(&self) -> bool {
+        self.net.as_ref().is_some_and(|n| n.netem)
+    }
+
+    async fn set_link(&mut self, link: Link, fault: Fault) -> anyhow::Result<()> {
+        match (&mut self.net, link) {
+            (Some(net), _) => net.set(link, fault).await,
+            (None, Link::Peer { from, to }) => {
+                self.peer_links
+                    .get(&(from, to))
+                    .with_context(|| format!("no link from controller {from} to {to}"))?
+                    .set(fault);
+                Ok(())
+            }
+            (None, Link::Agents { controller }) => {
+                self.agent_links
+                    .get(&controller)
+                    .with_context(|| format!("no agent link to controller {controller}"))?
+                    .set(fault);
+                Ok(())
+            }
+        }
+    }
+
+    fn check_controller(&self, id: u64) -> anyhow::Result<()> {
+        self.controller(id).map(|_| ())
+    }
+
+    pub(crate) async fn set_peer_link(
+        &mut self,
+        from: u64,
+        to: u64,
+        fault: Fault,
+    ) -> anyhow::Result<()> {
+        self.check_controller(from)?;
+        self.check_controller(to)?;
+        if from == to {
+            bail!("no link from controller {from} to itself");
+        }
+        self.set_link(Link::Peer { from, to }, fault.clone())
+            .await?;
         self.note(format!("link c{from}→c{to}: {fault}"));
         Ok(())
     }
 
-    pub(crate) fn set_agent_link(&mut self, controller: u64, fault: Fault) -> anyhow::Result<()> {
-        let proxy = self
-            .agent_links
-            .get(&controller)
-            .with_context(|| format!("no agent link to controller {controller}"))?;
-        proxy.set(fault.clone());
+    pub(crate) async fn set_agent_link(
+        &mut self,
+        controller: u64,
+        fault: Fault,
+    ) -> anyhow::Result<()> {
+        self.check_controller(controller)?;
+        self.set_link(Link::Agents { controller }, fault.clone())
+            .await?;
         self.note(format!("agents→c{controller}: {fault}"));
         Ok(())
     }
 
     /// Cuts every link between the two groups, both ways.
-    pub(crate) fn partition(&mut self, side_a: &[u64], side_b: &[u64]) -> anyhow::Result<()> {
+    pub(crate) async fn partition(&mut self, side_a: &[u64], side_b: &[u64]) -> anyhow::Result<()> {
         for &a in side_a {
             for &b in side_b {
                 for (from, to) in [(a, b), (b, a)] {
-                    if let Some(proxy) = self.peer_links.get(&(from, to)) {
-                        proxy.set(Fault::Blackhole {
-                            direction: crate::proxy::Direction::Both,
-                        });
+                    if from != to {
+                        self.set_link(
+                            Link::Peer { from, to },
+                            Fault::Blackhole {
+                                direction: crate::proxy::Direction::Both,
+                            },
+                        )
+                        .await?;
                     }
                 }
             }
@@ -1047,12 +1178,50 @@ impl Sandbox {
         Ok(())
     }
 
+    /// A packet fault on every controller↔controller link and on every
+    /// agent link (netns mode only: the proxy relays a byte stream and has
+    /// no packets to lose).
+    pub(crate) async fn degrade_every_link(&mut self, fault: PacketFault) -> anyhow::Result<()> {
+        let ids = self.ids();
+        let net = self.net.as_mut().with_context(|| {
+            format!("packet faults ({fault}) need --network netns; this sandbox runs proxies")
+        })?;
+        let mut links = Vec::new();
+        for &from in &ids {
+            for &to in &ids {
+                if from != to {
+                    links.push(Link::Peer { from, to });
+                }
+            }
+            links.push(Link::Agents { controller: from });
+        }
+        net.set_packet(&links, fault).await?;
+        self.note(format!(
+            "every controller link and every agent link: {fault}"
+        ));
+        Ok(())
+    }
+
+    /// Packets lost to packet faults so far (netns mode; None otherwise).
+    pub(crate) async fn lost_packets(&self) -> Option<anyhow::Result<u64>> {
+        match &self.net {
+            Some(net) => Some(net.lost_packets().await),
+            None => None,
+        }
+    }
+
     /// Every link back to normal.
-    pub(crate) fn heal_network(&mut self) {
+    pub(crate) async fn heal_network(&mut self) -> anyhow::Result<()> {
+        if let Some(net) = &mut self.net {
+            net.heal()
+                .await
+                .context("heal the network (remove every iptables rule and qdisc)")?;
+        }
         for proxy in self.peer_links.values().chain(self.agent_links.values()) {
             proxy.set(Fault::None);
         }
         self.note("network healed: every link forwards again");
+        Ok(())
     }
 
     // ----- faults: the service's paths -----
@@ -1175,7 +1344,10 @@ impl Sandbox {
     }
 
     pub(crate) fn advertised(&self, id: u64) -> Option<SocketAddr> {
-        self.agent_links.get(&id).map(Proxy::address)
+        match &self.net {
+            Some(_) => self.controller(id).ok().map(|c| c.listen),
+            None => self.agent_links.get(&id).map(Proxy::address),
+        }
     }
 
     /// Closes the current cluster incarnation (every controller wiped):
@@ -1293,9 +1465,26 @@ fn parse_journal_line(line: &str) -> anyhow::Result<Execution> {
 }
 
 fn issue(dir: &Path, kind: PeerKind, name: &str, validity: Validity) -> anyhow::Result<()> {
+    issue_with_ips(dir, kind, name, validity, &[])
+}
+
+/// A controller's certificate names loopback and `own` (its netns address):
+/// clients verify the address they dial against it.
+fn issue_with_ips(
+    dir: &Path,
+    kind: PeerKind,
+    name: &str,
+    validity: Validity,
+    own: &[std::net::IpAddr],
+) -> anyhow::Result<()> {
     let loopback = std::net::Ipv4Addr::LOCALHOST.into();
     let (dns, ips) = match kind {
-        PeerKind::Controller => (vec!["localhost".to_owned()], vec![loopback]),
+        PeerKind::Controller => (
+            vec!["localhost".to_owned()],
+            std::iter::once(loopback)
+                .chain(own.iter().copied())
+                .collect(),
+        ),
         _ => (vec![], vec![]),
     };
     pki::issue(

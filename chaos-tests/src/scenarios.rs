@@ -34,6 +34,9 @@ pub(crate) struct Scenario {
     pub(crate) short: bool,
     /// Needs root (a tmpfs); skipped with a reason otherwise.
     pub(crate) needs_root: bool,
+    /// Needs `--network netns` (packet-level faults); in a proxy-mode run
+    /// of a set it is skipped with a reason, named alone it is a usage error.
+    pub(crate) needs_netns: bool,
     pub(crate) spec: fn() -> Spec,
     pub(crate) run: for<'a> fn(&'a mut Sandbox, &'a mut StdRng) -> Step<'a>,
 }
@@ -48,6 +51,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "The executor is frozen while a decision is dispatched to it; the leader is SIGKILLed; the next leader finishes the decision and it runs once.",
             short: true,
             needs_root: false,
+            needs_netns: false,
             spec: three,
             run: |s, r| Box::pin(leader_killed_during_dispatch(s, r)),
         },
@@ -56,6 +60,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "The leader is cut from the other controllers and from the agents; the majority elects a new leader and fails over.",
             short: true,
             needs_root: false,
+            needs_netns: false,
             spec: three,
             run: |s, r| Box::pin(leader_isolated(s, r)),
         },
@@ -64,6 +69,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "Five controllers split 2 | 3 with the leader on the minority side; the majority takes over; after healing all converge.",
             short: false,
             needs_root: false,
+            needs_netns: false,
             spec: five,
             run: |s, r| Box::pin(partition_symmetric(s, r)),
         },
@@ -72,14 +78,25 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "The leader's messages reach the followers but theirs do not reach it (one-way loss); the cluster must not stall.",
             short: false,
             needs_root: false,
+            needs_netns: false,
             spec: three,
             run: |s, r| Box::pin(partition_asymmetric(s, r)),
+        },
+        Scenario {
+            name: "lossy-links",
+            summary: "Every controller link and every agent link loses 25 % of its packets each way (plus 50 ms ± 20 ms where the kernel has netem) while the active path breaks; the cluster keeps a leader and fails over in time.",
+            short: false,
+            needs_root: false,
+            needs_netns: true,
+            spec: three,
+            run: |s, r| Box::pin(lossy_links(s, r)),
         },
         Scenario {
             name: "agents-cut-from-leader",
             summary: "The agents cannot reach the leader (the controllers can): no false failover while blind; failover once the agents are back.",
             short: true,
             needs_root: false,
+            needs_netns: false,
             spec: three,
             run: |s, r| Box::pin(agents_cut_from_leader(s, r)),
         },
@@ -88,6 +105,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "Every controller is restarted in turn (SIGTERM, start, caught up) while the active path breaks midway.",
             short: false,
             needs_root: false,
+            needs_netns: false,
             spec: three,
             run: |s, r| Box::pin(rolling_restart(s, r)),
         },
@@ -96,6 +114,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "Both paths break: an alarm, no switch; the backup comes back: failover to it.",
             short: false,
             needs_root: false,
+            needs_netns: false,
             spec: three,
             run: |s, r| Box::pin(all_paths_down(s, r)),
         },
@@ -104,6 +123,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "The executor agent is killed, then the active path breaks; the decision waits for the executor and runs once when it is back.",
             short: false,
             needs_root: false,
+            needs_netns: false,
             spec: three,
             run: |s, r| Box::pin(executor_down(s, r)),
         },
@@ -112,6 +132,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "First one, then every vantage point falls silent (SIGSTOP); silence is not failure: no failover.",
             short: true,
             needs_root: false,
+            needs_netns: false,
             spec: three,
             run: |s, r| Box::pin(vantage_silent(s, r)),
         },
@@ -120,6 +141,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "The primary path breaks and recovers again and again with failback after 1 s; the flap guard freezes the service.",
             short: false,
             needs_root: false,
+            needs_netns: false,
             spec: || Spec {
                 runbook: RunbookShape {
                     failback_after: Some("1s"),
@@ -135,6 +157,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "Controller 3's data directory (a 16 MiB tmpfs) fills up while the cluster works; the others go on; after space is freed it catches up.",
             short: false,
             needs_root: true,
+            needs_netns: false,
             spec: || Spec {
                 small_disk: Some((3, 16)),
                 ..Spec::new(3)
@@ -146,6 +169,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "The witness agent's certificate is revoked and the CRL reloaded (SIGHUP): its session ends and its reports are refused; failover still works.",
             short: true,
             needs_root: false,
+            needs_netns: false,
             spec: three,
             run: |s, r| Box::pin(revoked_agent_certificate(s, r)),
         },
@@ -162,6 +186,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "A rogue agent floods oversized, out-of-bounds, replayed and forged messages; other certificates try what their kind may not; the controllers stay up and fail over in time.",
             short: true,
             needs_root: false,
+            needs_netns: false,
             spec: three,
             run: |s, r| Box::pin(malformed_flood(s, r)),
         },
@@ -170,6 +195,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "A third vantage point reports with its clock an hour ahead, then an hour behind; detection runs on the controller's clock: no false failover, failover in time.",
             short: false,
             needs_root: false,
+            needs_netns: false,
             spec: || Spec {
                 runbook: RunbookShape {
                     extra_primary_vantage: vec![(SKEWED.into(), PRIMARY.into())],
@@ -184,6 +210,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "Five controllers lose two (the leader among them) to SIGKILL; acknowledged operator actions survive; the three fail over.",
             short: true,
             needs_root: false,
+            needs_netns: false,
             spec: five,
             run: |s, r| Box::pin(five_lose_two(s, r)),
         },
@@ -192,6 +219,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "A follower is frozen while the log is compacted past it (snapshot every 50 entries); it catches up from a snapshot.",
             short: false,
             needs_root: false,
+            needs_netns: false,
             spec: || Spec {
                 snapshots: Some((50, 10)),
                 ..Spec::new(3)
@@ -203,6 +231,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "After a failover the whole controller cluster is rebuilt empty (an old backup); its first decision carries a lower fencing token, and the executor refuses it.",
             short: false,
             needs_root: false,
+            needs_netns: false,
             spec: three,
             run: |s, r| Box::pin(restored_from_old_backup(s, r)),
         },
@@ -287,17 +316,18 @@ async fn leader_killed_during_dispatch(s: &mut Sandbox, _rng: &mut StdRng) -> an
 async fn leader_isolated(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::Result<()> {
     let leader = s.must_have_leader(ELECTION_WITHIN).await?;
     let rest = others(s, leader);
-    s.partition(&[leader], &rest)?;
+    s.partition(&[leader], &rest).await?;
     s.set_agent_link(
         leader,
         Fault::Blackhole {
             direction: Direction::Both,
         },
-    )?;
+    )
+    .await?;
     let next = wait_for_leader_among(s, &rest).await?;
     s.note(format!("controller {next} leads the majority"));
     break_primary_expect_failover(s, "fiber broken while the old leader is isolated").await?;
-    s.heal_network();
+    s.heal_network().await?;
     Ok(())
 }
 
@@ -329,11 +359,11 @@ async fn partition_symmetric(s: &mut Sandbox, rng: &mut StdRng) -> anyhow::Resul
     rest.shuffle(rng);
     let minority = vec![leader, rest[0]];
     let majority = rest[1..].to_vec();
-    s.partition(&minority, &majority)?;
+    s.partition(&minority, &majority).await?;
     let next = wait_for_leader_among(s, &majority).await?;
     s.note(format!("controller {next} leads the majority {majority:?}"));
     break_primary_expect_failover(s, "fiber broken during a 2 | 3 partition").await?;
-    s.heal_network();
+    s.heal_network().await?;
     Ok(())
 }
 
@@ -346,7 +376,8 @@ async fn partition_asymmetric(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::Res
             Fault::Blackhole {
                 direction: Direction::Both,
             },
-        )?;
+        )
+        .await?;
     }
     let at = s.break_path(PRIMARY).await?;
     s.expect_failover(
@@ -355,7 +386,59 @@ async fn partition_asymmetric(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::Res
         "fiber broken while the leader hears no follower",
     );
     active_becomes(s, BACKUP).await;
-    s.heal_network();
+    s.heal_network().await?;
+    Ok(())
+}
+
+/// Packet loss inside the TLS streams (TCP retransmits, HTTP/2 keepalives
+/// late): heartbeats, reports and dispatches all get through late or
+/// twice-sent, never not at all.
+const LOSS: f64 = 0.25;
+
+async fn lossy_links(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::Result<()> {
+    // Delay and jitter need sch_netem; a kernel without it gets the loss
+    // alone, and the timeline says so.
+    let (delay, jitter) = if s.has_netem() {
+        (Duration::from_millis(50), Duration::from_millis(20))
+    } else {
+        s.note(
+            "this kernel has no sch_netem: the links get the packet loss without delay and jitter",
+        );
+        (Duration::ZERO, Duration::ZERO)
+    };
+    s.degrade_every_link(crate::sandbox::netns::PacketFault {
+        loss: LOSS,
+        delay,
+        jitter,
+    })
+    .await?;
+    hold(
+        s,
+        "every link lossy, both paths healthy",
+        Duration::from_secs(4),
+    )
+    .await;
+    // Evidence that the fault was real: the loss rules' counters.
+    let lost = s
+        .lost_packets()
+        .await
+        .context("packet counters exist in netns mode")??;
+    s.expect(
+        "the links really lost packets",
+        lost > 0,
+        format!("{lost} packets dropped by the loss rules so far"),
+    );
+    expect_no_decision(s, "every link lost packets and both paths were healthy").await?;
+    let leader = s.must_have_leader(ELECTION_WITHIN).await?;
+    s.note(format!("controller {leader} leads through the loss"));
+    break_primary_expect_failover(s, "fiber broken while every link loses packets").await?;
+    hold(
+        s,
+        "the loss goes on after the failover",
+        Duration::from_secs(2),
+    )
+    .await;
+    s.heal_network().await?;
     Ok(())
 }
 
@@ -366,7 +449,8 @@ async fn agents_cut_from_leader(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::R
         Fault::Blackhole {
             direction: Direction::Both,
         },
-    )?;
+    )
+    .await?;
     hold(s, "the leader hears no agent", Duration::from_secs(6)).await;
     expect_no_decision(s, "the agents were cut from the leader").await?;
     s.break_path(PRIMARY).await?;
@@ -376,7 +460,7 @@ async fn agents_cut_from_leader(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::R
         Duration::from_secs(3),
     )
     .await;
-    s.heal_network();
+    s.heal_network().await?;
     // The executor and the vantage points are reachable again from here.
     s.expect_failover(
         BACKUP,
