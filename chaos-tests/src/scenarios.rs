@@ -178,6 +178,7 @@ pub(crate) fn all() -> Vec<Scenario> {
             summary: "The witness agent runs on a certificate that expires during the run: its session ends at expiry and its reports are refused; failover still works.",
             short: false,
             needs_root: false,
+            needs_netns: false,
             spec: three,
             run: |s, r| Box::pin(expired_agent_certificate(s, r)),
         },
