@@ -52,6 +52,11 @@ const FAILED_MEMORY: Duration = Duration::from_secs(1);
 /// the one that just failed: a new leader is usually elected within a
 /// second, and the agent must find it (or the old one, healed) quickly.
 const AVOIDED_HINT_DELAY_MAX: Duration = Duration::from_millis(500);
+/// Sessions replaced by a newer one of this agent (see
+/// [`SessionEnd::Replaced`]) that are answered at once, in a row; then the
+/// agent backs off, since two processes with one identity would otherwise
+/// replace each other as fast as the network allows.
+const MAX_REPLACED_IN_A_ROW: u32 = 3;
 /// Leader hints followed in a row before the agent suspects stale hints
 /// (followers naming each other) and falls back to backoff.
 const MAX_HINTS_IN_A_ROW: u32 = 3;
@@ -137,6 +142,10 @@ enum SessionEnd {
         hint: Option<String>,
     },
     Failed(String),
+    /// The controller ended this session because a newer one of this
+    /// agent registered (ABORTED): usually an attempt of our own racing
+    /// that the controller saw complete after the one we kept.
+    Replaced,
 }
 
 pub(crate) struct Reporter {
@@ -347,6 +356,7 @@ impl Reporter {
         let mut next_controller = 0usize;
         let mut leader_hint: Option<String> = None;
         let mut hints_in_a_row = 0u32;
+        let mut replaced_in_a_row = 0u32;
         // The controller whose session failed last, and when: passed over
         // for FAILED_MEMORY (a dead leader's address would otherwise come
         // round again at once, or through a follower's stale hint, and cost
@@ -374,9 +384,27 @@ impl Reporter {
             }
             if started.elapsed() >= HEALTHY_SESSION {
                 backoff.reset();
+                replaced_in_a_row = 0;
             }
             let delay = match end {
                 SessionEnd::Stopped => return,
+                SessionEnd::Replaced if replaced_in_a_row < MAX_REPLACED_IN_A_ROW => {
+                    // The controller is fine and a session of ours is its
+                    // newest; open one more and let that be the one.
+                    replaced_in_a_row += 1;
+                    tracing::info!(controller = %address, "a newer session of this agent replaced this one; opening another");
+                    leader_hint = Some(address);
+                    continue;
+                }
+                SessionEnd::Replaced => {
+                    replaced_in_a_row = 0;
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        controller = %address,
+                        "sessions replaced {MAX_REPLACED_IN_A_ROW} times in a row: is another agent running with this certificate? retrying in {delay:?}"
+                    );
+                    delay
+                }
                 SessionEnd::NotLeader { hint: Some(hint) }
                     if hints_in_a_row < MAX_HINTS_IN_A_ROW && avoid.as_ref() != Some(&hint) =>
                 {
@@ -619,6 +647,7 @@ impl Reporter {
             Ok(None) => Err(SessionEnd::Failed(
                 "the controller closed the stream".into(),
             )),
+            Err(status) if status.code() == tonic::Code::Aborted => Err(SessionEnd::Replaced),
             Err(status) => Err(SessionEnd::Failed(format!(
                 "{:?}: {}",
                 status.code(),
