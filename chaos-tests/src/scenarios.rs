@@ -489,6 +489,16 @@ async fn rolling_restart(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::Result<(
 
 /// Waits until controller `id` applied what the leader had committed.
 async fn caught_up(s: &mut Sandbox, id: u64) -> anyhow::Result<()> {
+    caught_up_restarting(s, id, false).await
+}
+
+/// [`caught_up`]; with `restart_if_gone`, a controller that exits meanwhile
+/// is started again (once).
+async fn caught_up_restarting(
+    s: &mut Sandbox,
+    id: u64,
+    mut restart_if_gone: bool,
+) -> anyhow::Result<()> {
     let leader = s.must_have_leader(ELECTION_WITHIN).await?;
     let target = s.cluster_status(leader).await?.commit_index;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -501,6 +511,16 @@ async fn caught_up(s: &mut Sandbox, id: u64) -> anyhow::Result<()> {
                 status.applied_index
             ));
             return Ok(());
+        }
+        if restart_if_gone
+            && !s
+                .controllers
+                .iter_mut()
+                .any(|c| c.id == id && c.process.is_running())
+        {
+            restart_if_gone = false;
+            s.note(format!("controller {id} has exited since"));
+            s.restart_controller(id).await?;
         }
         if tokio::time::Instant::now() >= deadline {
             bail!("controller {id} did not apply index {target} within 30 s");
@@ -655,7 +675,9 @@ async fn controller_disk_full(s: &mut Sandbox, _rng: &mut StdRng) -> anyhow::Res
     if exited {
         s.restart_controller(node).await?;
     }
-    caught_up(s, node).await
+    // A node that hit the full disk may still be on its way out (it drains
+    // its connections before it exits 1): restarted once it has gone.
+    caught_up_restarting(s, node, !exited).await
 }
 
 /// Writes zeros to `path` until the file system is full; returns the bytes.
