@@ -722,4 +722,67 @@ mod tests {
             "report.checks",
         );
     }
+
+    /// The names of indexed fields are formatted only for an error: each
+    /// must still name the field that broke its bound.
+    #[test]
+    fn report_bounds_name_indexed_fields() {
+        fn host(r: &mut v1::Report) -> &mut v1::HostMetrics {
+            r.host.as_mut().expect("host")
+        }
+        let datum = |label: &str, value: f64| v1::PerfDatum {
+            label: label.into(),
+            value,
+            ..Default::default()
+        };
+        check_report(
+            |r| host(r).cpu_utilization_per_core = vec![0.5, 1.5],
+            "report.host.cpu_utilization_per_core[1]",
+        );
+        check_report(|r| r.checks[0].name = "a b".into(), "report.checks[0].name");
+        check_report(
+            |r| r.checks[0].observed_at_unix_ms = 0,
+            "report.checks[0].observed_at_unix_ms",
+        );
+        check_report(
+            |r| r.checks[0].perf = vec![datum("time", 1.0), datum("", 1.0)],
+            "report.checks[0].perf[1].label",
+        );
+        check_report(
+            |r| r.checks[0].perf = vec![datum(&"l".repeat(MAX_PERF_LABEL_BYTES + 1), 1.0)],
+            "report.checks[0].perf[0].label",
+        );
+        check_report(
+            |r| r.checks[0].perf = vec![datum("time", f64::INFINITY)],
+            "report.checks[0].perf[0]",
+        );
+        let filesystem = |mountpoint: &str, device: &str| v1::FilesystemUsage {
+            mountpoint: mountpoint.into(),
+            device: device.into(),
+            ..Default::default()
+        };
+        check_report(
+            |r| host(r).filesystems = vec![filesystem("/", "sda1"), filesystem("", "sda2")],
+            "report.host.filesystems[1].mountpoint",
+        );
+        check_report(
+            |r| host(r).filesystems = vec![filesystem("/", &"d".repeat(MAX_DEVICE_BYTES + 1))],
+            "report.host.filesystems[0].device",
+        );
+        check_report(
+            |r| {
+                host(r).network_interfaces = vec![v1::NetworkInterface::default()];
+            },
+            "report.host.network_interfaces[0].name",
+        );
+        check_report(
+            |r| {
+                host(r).temperatures = vec![v1::Temperature {
+                    sensor: "cpu".into(),
+                    celsius: 2000.0,
+                }];
+            },
+            "report.host.temperatures[0].celsius",
+        );
+    }
 }
