@@ -23,6 +23,14 @@ use leitstand_agent::{AgentConfig, LogFormat, init_logging};
 use leitstand_controller::{Controller, ControllerConfig};
 use leitstand_proto::error_chain;
 
+/// glibc's malloc took a quarter of the controller leader's CPU at 2 000
+/// reports a second (`perf`, docs/benchmarks.md "Ingest"): every report
+/// allocates and frees many small buffers on two worker threads, and the
+/// frees of HTTP/2 and TLS buffers trigger glibc's consolidation. mimalloc's
+/// per-thread free lists cost a fraction of that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Keeps a city's critical IT running: health agents, a Raft controller
 /// cluster, documented failover.
 #[derive(Parser, Debug)]

@@ -27,12 +27,15 @@ use std::time::Duration;
 
 use leitstand_proto::domain::NodeId;
 use leitstand_proto::domain::{AgentId, Report, bounds};
-use leitstand_proto::tls::{ClientTls, HandshakeCounters, ServerTls};
+use leitstand_proto::identity::PeerKind;
+use leitstand_proto::tls::{ClientTls, HandshakeCounters, ServerTls, TlsConnection};
 use leitstand_proto::v1::agent_gateway_server::AgentGatewayServer;
 use leitstand_proto::v1::operator_server::OperatorServer;
 use leitstand_proto::v1::peer_server::PeerServer;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected as _;
 
 pub use config::{ControllerConfig, RaftSettings, Rbac};
 pub use counters::Rejection;
@@ -79,6 +82,8 @@ pub enum Error {
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the Raft node")]
     Raft(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot start the Raft thread")]
+    RaftThread(#[source] std::io::Error),
 }
 
 /// A running controller.
@@ -89,6 +94,11 @@ pub struct Controller {
     /// Our client identity towards the other controllers.
     peer_tls: Arc<ClientTls>,
     node: raft::RaftNode,
+    /// Runs `node` and its peer links; declared after `node` so that, when
+    /// a controller is dropped without `shutdown`, it is dropped after it.
+    raft_runtime: raft::RaftRuntime,
+    /// Serves the other controllers' connections on the Raft thread.
+    controller_server: JoinHandle<Result<(), tonic::transport::Error>>,
     state: state::ClusterState,
     /// Keeps the transport's peers and the recorded addresses current.
     membership: JoinHandle<()>,
@@ -152,19 +162,27 @@ impl Controller {
         if !config.peer_routes.is_empty() {
             tracing::info!(routes = ?config.peer_routes, "dialling these peers through [cluster] peer_routes");
         }
-        let transport = Arc::new(raft::GrpcTransport::start(
-            config.node_id,
-            &addresses.dial_targets(),
-            peer_tls.clone(),
-            raft::PeerTransportConfig::default(),
-        ));
-        let node = raft::RaftNode::start(
-            node_config(&config),
-            storage,
-            transport.clone(),
-            Box::new(state.clone()),
-        )
-        .map_err(|e| Error::Raft(Box::new(e)))?;
+        // The node's driver and its peer links run on a thread of their
+        // own, so a gateway busy with thousands of sessions cannot delay
+        // ticks and heartbeats into an election (raft/runtime.rs).
+        let raft_runtime = raft::RaftRuntime::start().map_err(Error::RaftThread)?;
+        let (transport, node) = {
+            let _on_raft_thread = raft_runtime.enter();
+            let transport = Arc::new(raft::GrpcTransport::start(
+                config.node_id,
+                &addresses.dial_targets(),
+                peer_tls.clone(),
+                raft::PeerTransportConfig::default(),
+            ));
+            let node = raft::RaftNode::start(
+                node_config(&config),
+                storage,
+                transport.clone(),
+                Box::new(state.clone()),
+            )
+            .map_err(|e| Error::Raft(Box::new(e)))?;
+            (transport, node)
+        };
         let membership = tokio::spawn(keep_membership_current(
             config.node_id,
             node.handle(),
@@ -238,27 +256,35 @@ impl Controller {
             counters: counters.clone(),
             inbox: Some(Arc::new(node.handle())),
         };
-        let router = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-            .add_service(health_service)
-            .add_service(
-                AgentGatewayServer::new(gateway)
-                    .max_decoding_message_size(bounds::MAX_AGENT_MESSAGE_BYTES)
-                    .max_encoding_message_size(bounds::MAX_AGENT_MESSAGE_BYTES),
-            )
-            .add_service(
-                OperatorServer::new(operator)
-                    .max_decoding_message_size(MAX_OPERATOR_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_OPERATOR_MESSAGE_BYTES),
-            )
-            .add_service(PeerServer::new(peer).max_decoding_message_size(MAX_PEER_MESSAGE_BYTES));
-        let incoming = leitstand_proto::tls::incoming(listener, tls.clone());
-        let mut stop_serving = stop_rx;
-        let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        let agent_gateway = AgentGatewayServer::new(gateway)
+            .max_decoding_message_size(bounds::MAX_AGENT_MESSAGE_BYTES)
+            .max_encoding_message_size(bounds::MAX_AGENT_MESSAGE_BYTES);
+        let operator = OperatorServer::new(operator)
+            .max_decoding_message_size(MAX_OPERATOR_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_OPERATOR_MESSAGE_BYTES);
+        let peer = PeerServer::new(peer).max_decoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        // The same services behind two servers, which differ only in where
+        // their connections run (`split_incoming`).
+        let router = || {
+            tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+                .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+                .add_service(health_service.clone())
+                .add_service(agent_gateway.clone())
+                .add_service(operator.clone())
+                .add_service(peer.clone())
+        };
+        let (incoming, from_controllers) =
+            split_incoming(leitstand_proto::tls::incoming(listener, tls.clone()));
+        let mut stop_serving = stop_rx.clone();
+        let server = tokio::spawn(router().serve_with_incoming_shutdown(incoming, async move {
             let _ = stop_serving.wait_for(|stop| *stop).await;
         }));
+        let controller_server = {
+            let _on_raft_thread = raft_runtime.enter();
+            tokio::spawn(router().serve_with_incoming(from_controllers))
+        };
         tracing::info!(
             node_id = %config.node_id,
             listen = %local_addr,
@@ -270,6 +296,8 @@ impl Controller {
             tls,
             peer_tls,
             node,
+            raft_runtime,
+            controller_server,
             state,
             membership,
             raft_watch,
@@ -373,6 +401,10 @@ impl Controller {
         if let Err(e) = self.node.stop().await {
             tracing::error!("stopping the Raft node: {e}");
         }
+        // The node's task is done: its peers' connections and its own peer
+        // links end with the thread.
+        self.controller_server.abort();
+        drop(self.raft_runtime);
         self.telemetry.shutdown().await;
         let mut server = self.server;
         match tokio::time::timeout(grace, &mut server).await {
@@ -388,6 +420,38 @@ impl Controller {
             }
         }
     }
+}
+
+type Incoming = ReceiverStream<Result<TlsConnection, std::io::Error>>;
+
+/// Sends the connections of other controllers (Raft traffic) to the server
+/// on the Raft thread and all others to the main one. A leader busy with
+/// thousands of agent sessions would otherwise read its followers' answers
+/// late, and check_quorum would make it step down although every follower
+/// heard its heartbeats (measured at 5 000 agents on a loaded machine,
+/// docs/benchmarks.md "Ingest"). Ends, closing the listener, when the main
+/// server stops.
+fn split_incoming(incoming: Incoming) -> (Incoming, Incoming) {
+    let mut incoming = incoming.into_inner();
+    let (main_tx, main_rx) = mpsc::channel(64);
+    let (raft_tx, raft_rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        loop {
+            let connection = tokio::select! {
+                next = incoming.recv() => match next {
+                    Some(connection) => connection,
+                    None => return,
+                },
+                () = main_tx.closed() => return,
+            };
+            let from_controller = matches!(&connection, Ok(connection)
+                if connection.connect_info().identity.kind() == PeerKind::Controller);
+            let server = if from_controller { &raft_tx } else { &main_tx };
+            // A server that has stopped takes no more connections: dropped.
+            let _ = server.send(connection).await;
+        }
+    });
+    (ReceiverStream::new(main_rx), ReceiverStream::new(raft_rx))
 }
 
 /// Configures fail-rs from `FAILPOINTS` (e.g.

@@ -3,7 +3,7 @@
 //! change it is rebuilt from fresh reports (DESIGN.md §4).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use leitstand_proto::domain::{AgentId, Announce, Hello, Report};
 use leitstand_proto::v1::ExecuteAction;
@@ -18,7 +18,8 @@ pub(crate) const MAX_AGENTS: usize = 20_000;
 pub(crate) struct AgentRecord {
     pub(crate) hello: Hello,
     pub(crate) last_seq: u64,
-    pub(crate) latest_report: Option<Report>,
+    /// Shared with the engine, which gets the same report without a copy.
+    pub(crate) latest_report: Option<Arc<Report>>,
     pub(crate) last_seen: Instant,
     /// Which session owns the record; an older session must not touch it.
     session: u64,
@@ -120,7 +121,12 @@ impl Registry {
 
     /// Keeps `report` as the agent's latest unless its sequence number was
     /// seen already.
-    pub(crate) fn accept_report(&self, agent: &AgentId, session: u64, report: Report) -> Accepted {
+    pub(crate) fn accept_report(
+        &self,
+        agent: &AgentId,
+        session: u64,
+        report: Arc<Report>,
+    ) -> Accepted {
         let mut agents = self.lock();
         let Some(record) = agents.get_mut(agent).filter(|r| r.session == session) else {
             return Accepted::Stale;
@@ -185,7 +191,7 @@ impl Registry {
             visit(
                 agent,
                 record.supersede.is_some(),
-                record.latest_report.as_ref(),
+                record.latest_report.as_deref(),
             );
         }
     }
@@ -193,6 +199,6 @@ impl Registry {
     pub(crate) fn latest(&self, agent: &AgentId) -> Option<(u64, Option<Report>)> {
         self.lock()
             .get(agent)
-            .map(|r| (r.last_seq, r.latest_report.clone()))
+            .map(|r| (r.last_seq, r.latest_report.as_deref().cloned()))
     }
 }

@@ -149,14 +149,35 @@ impl fmt::Display for AgentId {
     }
 }
 
-fn identifier(field: &str, value: &str) -> Result<Identifier, InvalidMessage> {
-    Identifier::new(value).map_err(|e| InvalidMessage::new(field, e.reason))
+/// The name of the field an error is about: a literal, or a closure that
+/// formats an indexed path (`report.checks[3].summary`) only when there is
+/// an error to report. A valid report is checked without formatting (and
+/// allocating) the names of its fields: at 10 000 reports a second that is
+/// a measurable share of the leader's CPU.
+trait FieldName {
+    fn field_name(self) -> String;
 }
 
-fn bounded_text(field: &str, value: &str, max: usize) -> Result<(), InvalidMessage> {
+impl FieldName for &str {
+    fn field_name(self) -> String {
+        self.to_owned()
+    }
+}
+
+impl<F: FnOnce() -> String> FieldName for F {
+    fn field_name(self) -> String {
+        self()
+    }
+}
+
+fn identifier(field: impl FieldName, value: &str) -> Result<Identifier, InvalidMessage> {
+    Identifier::new(value).map_err(|e| InvalidMessage::new(field.field_name(), e.reason))
+}
+
+fn bounded_text(field: impl FieldName, value: &str, max: usize) -> Result<(), InvalidMessage> {
     if value.len() > max {
         Err(InvalidMessage::new(
-            field,
+            field.field_name(),
             format!("has {} bytes, at most {max} allowed", value.len()),
         ))
     } else {
@@ -164,10 +185,10 @@ fn bounded_text(field: &str, value: &str, max: usize) -> Result<(), InvalidMessa
     }
 }
 
-fn bounded_list<T>(field: &str, list: &[T], max: usize) -> Result<(), InvalidMessage> {
+fn bounded_list<T>(field: impl FieldName, list: &[T], max: usize) -> Result<(), InvalidMessage> {
     if list.len() > max {
         Err(InvalidMessage::new(
-            field,
+            field.field_name(),
             format!("has {} entries, at most {max} allowed", list.len()),
         ))
     } else {
@@ -175,31 +196,34 @@ fn bounded_list<T>(field: &str, list: &[T], max: usize) -> Result<(), InvalidMes
     }
 }
 
-fn finite(field: &str, value: f64) -> Result<(), InvalidMessage> {
+fn finite(field: impl FieldName, value: f64) -> Result<(), InvalidMessage> {
     if value.is_finite() {
         Ok(())
     } else {
-        Err(InvalidMessage::new(field, "must be a finite number"))
+        Err(InvalidMessage::new(
+            field.field_name(),
+            "must be a finite number",
+        ))
     }
 }
 
-fn unit_interval(field: &str, value: f64) -> Result<(), InvalidMessage> {
+fn unit_interval(field: impl FieldName, value: f64) -> Result<(), InvalidMessage> {
     if (0.0..=1.0).contains(&value) {
         Ok(())
     } else {
         Err(InvalidMessage::new(
-            field,
+            field.field_name(),
             format!("{value} is outside 0.0..=1.0"),
         ))
     }
 }
 
-fn positive_time(field: &str, unix_ms: i64) -> Result<(), InvalidMessage> {
+fn positive_time(field: impl FieldName, unix_ms: i64) -> Result<(), InvalidMessage> {
     if unix_ms > 0 {
         Ok(())
     } else {
         Err(InvalidMessage::new(
-            field,
+            field.field_name(),
             "must be milliseconds since the Unix epoch, > 0",
         ))
     }
@@ -213,7 +237,7 @@ fn unique_identifiers(
     bounded_list(field, names, max)?;
     let mut out: Vec<Identifier> = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
-        let id = identifier(&format!("{field}[{i}]"), name)?;
+        let id = identifier(|| format!("{field}[{i}]"), name)?;
         if out.contains(&id) {
             return Err(InvalidMessage::new(
                 format!("{field}[{i}]"),
@@ -318,14 +342,14 @@ pub enum CheckStatus {
 }
 
 impl CheckStatus {
-    fn from_wire(field: &str, value: i32) -> Result<Self, InvalidMessage> {
+    fn from_wire(field: impl FieldName, value: i32) -> Result<Self, InvalidMessage> {
         match v1::CheckStatus::try_from(value) {
             Ok(v1::CheckStatus::Ok) => Ok(CheckStatus::Ok),
             Ok(v1::CheckStatus::Warning) => Ok(CheckStatus::Warning),
             Ok(v1::CheckStatus::Critical) => Ok(CheckStatus::Critical),
             Ok(v1::CheckStatus::Unknown) => Ok(CheckStatus::Unknown),
             Ok(v1::CheckStatus::Unspecified) | Err(_) => Err(InvalidMessage::new(
-                field,
+                field.field_name(),
                 format!("{value} is not a check status"),
             )),
         }
@@ -369,7 +393,7 @@ impl TryFrom<v1::Report> for Report {
         bounded_list("report.checks", &r.checks, MAX_CHECKS_PER_REPORT)?;
         let mut checks: Vec<CheckResult> = Vec::with_capacity(r.checks.len());
         for (i, c) in r.checks.into_iter().enumerate() {
-            let check = CheckResult::validate(&format!("report.checks[{i}]"), c)?;
+            let check = CheckResult::validate(i, c)?;
             if checks.iter().any(|seen| seen.name == check.name) {
                 return Err(InvalidMessage::new(
                     format!("report.checks[{i}].name"),
@@ -395,7 +419,7 @@ fn validate_host_metrics(h: &v1::HostMetrics) -> Result<(), InvalidMessage> {
         MAX_CORES,
     )?;
     for (i, u) in h.cpu_utilization_per_core.iter().enumerate() {
-        unit_interval(&format!("report.host.cpu_utilization_per_core[{i}]"), *u)?;
+        unit_interval(|| format!("report.host.cpu_utilization_per_core[{i}]"), *u)?;
     }
     for (field, load) in [
         ("report.host.load_average_1m", h.load_average_1m),
@@ -421,23 +445,19 @@ fn validate_host_metrics(h: &v1::HostMetrics) -> Result<(), InvalidMessage> {
     }
     bounded_list("report.host.filesystems", &h.filesystems, MAX_FILESYSTEMS)?;
     for (i, fs) in h.filesystems.iter().enumerate() {
-        let field = format!("report.host.filesystems[{i}]");
+        let field = |name: &str| format!("report.host.filesystems[{i}].{name}");
         if fs.mountpoint.is_empty() {
             return Err(InvalidMessage::new(
-                format!("{field}.mountpoint"),
+                field("mountpoint"),
                 "must not be empty",
             ));
         }
-        bounded_text(
-            &format!("{field}.mountpoint"),
-            &fs.mountpoint,
-            MAX_MOUNTPOINT_BYTES,
-        )?;
-        bounded_text(&format!("{field}.device"), &fs.device, MAX_DEVICE_BYTES)?;
-        bounded_text(&format!("{field}.type"), &fs.r#type, MAX_FS_TYPE_BYTES)?;
+        bounded_text(|| field("mountpoint"), &fs.mountpoint, MAX_MOUNTPOINT_BYTES)?;
+        bounded_text(|| field("device"), &fs.device, MAX_DEVICE_BYTES)?;
+        bounded_text(|| field("type"), &fs.r#type, MAX_FS_TYPE_BYTES)?;
         if fs.used_bytes > fs.total_bytes {
             return Err(InvalidMessage::new(
-                format!("{field}.used_bytes"),
+                field("used_bytes"),
                 "exceeds total_bytes",
             ));
         }
@@ -448,11 +468,11 @@ fn validate_host_metrics(h: &v1::HostMetrics) -> Result<(), InvalidMessage> {
         MAX_INTERFACES,
     )?;
     for (i, nic) in h.network_interfaces.iter().enumerate() {
-        let field = format!("report.host.network_interfaces[{i}].name");
+        let field = || format!("report.host.network_interfaces[{i}].name");
         if nic.name.is_empty() {
-            return Err(InvalidMessage::new(field, "must not be empty"));
+            return Err(InvalidMessage::new(field(), "must not be empty"));
         }
-        bounded_text(&field, &nic.name, MAX_INTERFACE_NAME_BYTES)?;
+        bounded_text(field, &nic.name, MAX_INTERFACE_NAME_BYTES)?;
     }
     bounded_list(
         "report.host.temperatures",
@@ -460,17 +480,14 @@ fn validate_host_metrics(h: &v1::HostMetrics) -> Result<(), InvalidMessage> {
         MAX_TEMPERATURES,
     )?;
     for (i, t) in h.temperatures.iter().enumerate() {
-        let field = format!("report.host.temperatures[{i}]");
+        let field = |name: &str| format!("report.host.temperatures[{i}].{name}");
         if t.sensor.is_empty() {
-            return Err(InvalidMessage::new(
-                format!("{field}.sensor"),
-                "must not be empty",
-            ));
+            return Err(InvalidMessage::new(field("sensor"), "must not be empty"));
         }
-        bounded_text(&format!("{field}.sensor"), &t.sensor, MAX_SENSOR_BYTES)?;
+        bounded_text(|| field("sensor"), &t.sensor, MAX_SENSOR_BYTES)?;
         if !(t.celsius.is_finite() && (-273.15..=1000.0).contains(&t.celsius)) {
             return Err(InvalidMessage::new(
-                format!("{field}.celsius"),
+                field("celsius"),
                 "must be within -273.15..=1000",
             ));
         }
@@ -489,30 +506,26 @@ pub struct CheckResult {
 }
 
 impl CheckResult {
-    fn validate(field: &str, c: v1::CheckResult) -> Result<Self, InvalidMessage> {
-        let name = identifier(&format!("{field}.name"), &c.name)?;
-        let status = CheckStatus::from_wire(&format!("{field}.status"), c.status)?;
-        bounded_text(&format!("{field}.summary"), &c.summary, MAX_SUMMARY_BYTES)?;
-        positive_time(
-            &format!("{field}.observed_at_unix_ms"),
-            c.observed_at_unix_ms,
-        )?;
-        bounded_list(&format!("{field}.perf"), &c.perf, MAX_PERF_DATA)?;
+    /// Validates `report.checks[index]`.
+    fn validate(index: usize, c: v1::CheckResult) -> Result<Self, InvalidMessage> {
+        let field = |name: &str| format!("report.checks[{index}].{name}");
+        let name = identifier(|| field("name"), &c.name)?;
+        let status = CheckStatus::from_wire(|| field("status"), c.status)?;
+        bounded_text(|| field("summary"), &c.summary, MAX_SUMMARY_BYTES)?;
+        positive_time(|| field("observed_at_unix_ms"), c.observed_at_unix_ms)?;
+        bounded_list(|| field("perf"), &c.perf, MAX_PERF_DATA)?;
         for (i, p) in c.perf.iter().enumerate() {
-            let pf = format!("{field}.perf[{i}]");
+            let pf = |name: &str| field(&format!("perf[{i}]{name}"));
             if p.label.is_empty() {
-                return Err(InvalidMessage::new(
-                    format!("{pf}.label"),
-                    "must not be empty",
-                ));
+                return Err(InvalidMessage::new(pf(".label"), "must not be empty"));
             }
-            bounded_text(&format!("{pf}.label"), &p.label, MAX_PERF_LABEL_BYTES)?;
-            bounded_text(&format!("{pf}.unit"), &p.unit, MAX_PERF_UNIT_BYTES)?;
+            bounded_text(|| pf(".label"), &p.label, MAX_PERF_LABEL_BYTES)?;
+            bounded_text(|| pf(".unit"), &p.unit, MAX_PERF_UNIT_BYTES)?;
             for v in [Some(p.value), p.warn, p.crit, p.min, p.max]
                 .into_iter()
                 .flatten()
             {
-                finite(&pf, v)?;
+                finite(|| pf(""), v)?;
             }
         }
         Ok(CheckResult {
@@ -707,6 +720,69 @@ mod tests {
         check_report(
             |r| r.checks = (0..257).map(|_| r.checks[0].clone()).collect(),
             "report.checks",
+        );
+    }
+
+    /// The names of indexed fields are formatted only for an error: each
+    /// must still name the field that broke its bound.
+    #[test]
+    fn report_bounds_name_indexed_fields() {
+        fn host(r: &mut v1::Report) -> &mut v1::HostMetrics {
+            r.host.as_mut().expect("host")
+        }
+        let datum = |label: &str, value: f64| v1::PerfDatum {
+            label: label.into(),
+            value,
+            ..Default::default()
+        };
+        check_report(
+            |r| host(r).cpu_utilization_per_core = vec![0.5, 1.5],
+            "report.host.cpu_utilization_per_core[1]",
+        );
+        check_report(|r| r.checks[0].name = "a b".into(), "report.checks[0].name");
+        check_report(
+            |r| r.checks[0].observed_at_unix_ms = 0,
+            "report.checks[0].observed_at_unix_ms",
+        );
+        check_report(
+            |r| r.checks[0].perf = vec![datum("time", 1.0), datum("", 1.0)],
+            "report.checks[0].perf[1].label",
+        );
+        check_report(
+            |r| r.checks[0].perf = vec![datum(&"l".repeat(MAX_PERF_LABEL_BYTES + 1), 1.0)],
+            "report.checks[0].perf[0].label",
+        );
+        check_report(
+            |r| r.checks[0].perf = vec![datum("time", f64::INFINITY)],
+            "report.checks[0].perf[0]",
+        );
+        let filesystem = |mountpoint: &str, device: &str| v1::FilesystemUsage {
+            mountpoint: mountpoint.into(),
+            device: device.into(),
+            ..Default::default()
+        };
+        check_report(
+            |r| host(r).filesystems = vec![filesystem("/", "sda1"), filesystem("", "sda2")],
+            "report.host.filesystems[1].mountpoint",
+        );
+        check_report(
+            |r| host(r).filesystems = vec![filesystem("/", &"d".repeat(MAX_DEVICE_BYTES + 1))],
+            "report.host.filesystems[0].device",
+        );
+        check_report(
+            |r| {
+                host(r).network_interfaces = vec![v1::NetworkInterface::default()];
+            },
+            "report.host.network_interfaces[0].name",
+        );
+        check_report(
+            |r| {
+                host(r).temperatures = vec![v1::Temperature {
+                    sensor: "cpu".into(),
+                    celsius: 2000.0,
+                }];
+            },
+            "report.host.temperatures[0].celsius",
         );
     }
 }

@@ -65,8 +65,15 @@ impl CheckWindow {
 /// The leader's soft state of check results.
 #[derive(Debug, Default)]
 pub(crate) struct Windows {
-    checks: HashMap<(AgentId, String), CheckWindow>,
-    seen: HashMap<AgentId, Instant>,
+    /// By agent, then by check name: a report finds its windows without
+    /// building a key (or allocating) per check.
+    agents: HashMap<AgentId, AgentWindows>,
+}
+
+#[derive(Debug)]
+struct AgentWindows {
+    seen: Instant,
+    checks: HashMap<String, CheckWindow>,
 }
 
 impl Windows {
@@ -78,10 +85,22 @@ impl Windows {
     /// ignoring it would freeze the vantage point at its last state for as
     /// long as the step (drill `agent-clock-skew`).
     pub(crate) fn record(&mut self, agent: &AgentId, report: &Report, now: Instant) {
-        self.seen.insert(agent.clone(), now);
+        if !self.agents.contains_key(agent) {
+            // Only an agent's first report clones its id.
+            self.agents.insert(
+                agent.clone(),
+                AgentWindows {
+                    seen: now,
+                    checks: HashMap::new(),
+                },
+            );
+        }
+        let Some(windows) = self.agents.get_mut(agent) else {
+            return;
+        };
+        windows.seen = now;
         for check in &report.checks {
-            let key = (agent.clone(), check.name.as_str().to_owned());
-            match self.checks.get_mut(&key) {
+            match windows.checks.get_mut(check.name.as_str()) {
                 Some(window) if check.observed_at_unix_ms == window.last_observed_ms => {}
                 Some(window) => {
                     if class(window.status) == class(check.status) {
@@ -94,8 +113,8 @@ impl Windows {
                     window.last_observed_ms = check.observed_at_unix_ms;
                 }
                 None => {
-                    self.checks.insert(
-                        key,
+                    windows.checks.insert(
+                        check.name.as_str().to_owned(),
                         CheckWindow {
                             status: check.status,
                             consecutive: 1,
@@ -109,11 +128,11 @@ impl Windows {
     }
 
     pub(crate) fn get(&self, agent: &AgentId, check: &str) -> Option<&CheckWindow> {
-        self.checks.get(&(agent.clone(), check.to_owned()))
+        self.agents.get(agent)?.checks.get(check)
     }
 
     pub(crate) fn last_seen(&self, agent: &AgentId) -> Option<Instant> {
-        self.seen.get(agent).copied()
+        self.agents.get(agent).map(|windows| windows.seen)
     }
 }
 

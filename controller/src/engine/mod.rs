@@ -69,7 +69,8 @@ type PublishedService = (String, String, Vec<(String, PathState)>);
 pub(crate) enum Observation {
     Report {
         agent: AgentId,
-        report: Report,
+        /// The registry keeps the same report.
+        report: Arc<Report>,
     },
     ActionResult {
         agent: AgentId,

@@ -10,14 +10,16 @@ mod codec;
 mod logger;
 mod node;
 mod peer_transport;
+mod runtime;
 mod storage;
 mod transport;
 
 pub(crate) use node::{
-    Committed, MembershipChange, NodeConfig, NodeHandle, ProposeError, RaftNode, ReplicationStatus,
-    StateMachine,
+    Committed, Leadership, MembershipChange, NodeConfig, NodeHandle, ProposeError, RaftNode,
+    ReplicationStatus, StateMachine,
 };
 pub(crate) use peer_transport::{GrpcTransport, LinkStats, PeerTransportConfig};
+pub(crate) use runtime::RaftRuntime;
 pub(crate) use storage::{RedbStorage, StateRecords, StateWrites, StorageOptions, WeakStorage};
 
 #[cfg(test)]

@@ -99,6 +99,10 @@
 //! the worker's other tasks move elsewhere meanwhile; on a current-thread
 //! runtime (tests with paused time) it runs inline, which also keeps the
 //! paused clock from advancing while the disk works.
+//!
+//! The task runs on the runtime [`RaftNode::start`] is called within. The
+//! controller calls it on the Raft thread ([`super::RaftRuntime`]), so that
+//! no other work of the process can delay a tick.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -344,6 +348,25 @@ pub(crate) struct NodeStatus {
     pub(crate) running: bool,
 }
 
+/// Whether this node leads and whom it follows: the part of [`NodeStatus`]
+/// that agent sessions act on, in a watch of its own so that commits (which
+/// change the status) do not wake every session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Leadership {
+    pub(crate) leading: bool,
+    /// The leader this node knows of (itself when leading).
+    pub(crate) leader: Option<u64>,
+}
+
+impl From<&NodeStatus> for Leadership {
+    fn from(status: &NodeStatus) -> Self {
+        Leadership {
+            leading: status.role == StateRole::Leader,
+            leader: status.leader,
+        }
+    }
+}
+
 /// The replication picture of a node, on request ([`NodeHandle::inspect`]).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ReplicationStatus {
@@ -423,6 +446,7 @@ pub(crate) struct NodeHandle {
     commands: mpsc::Sender<Command>,
     mailbox: mpsc::Sender<Message>,
     status: watch::Receiver<NodeStatus>,
+    leadership: watch::Receiver<Leadership>,
     proposal_timeout: Duration,
 }
 
@@ -521,6 +545,16 @@ impl NodeHandle {
     pub(crate) fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
     }
+
+    /// Changes of leadership only (role and known leader). A clone of the
+    /// handle's receiver: it has seen no value yet.
+    pub(crate) fn watch_leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
+    }
+
+    pub(crate) fn leadership(&self) -> Leadership {
+        *self.leadership.borrow()
+    }
 }
 
 /// A running node: its task and a handle. Stop it with [`RaftNode::stop`];
@@ -555,7 +589,7 @@ impl RaftNode {
         )?;
         let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
         let (mailbox, inbox) = mpsc::channel(INBOX_CAPACITY);
-        let (status_tx, status) = watch::channel(NodeStatus {
+        let initial = NodeStatus {
             id: node.get(),
             role: raw.raft.state,
             term: raw.raft.term,
@@ -563,7 +597,9 @@ impl RaftNode {
             commit: raw.raft.raft_log.committed,
             applied,
             running: true,
-        });
+        };
+        let (leadership_tx, leadership) = watch::channel(Leadership::from(&initial));
+        let (status_tx, status) = watch::channel(initial);
         let (shutdown, shutdown_rx) = oneshot::channel();
         let driver = Driver {
             node,
@@ -582,6 +618,7 @@ impl RaftNode {
             lost_log_reported: None,
             snapshots_sent: Vec::new(),
             status: status_tx,
+            leadership: leadership_tx,
         };
         let task = tokio::spawn(driver.run(config.tick_interval, command_rx, inbox, shutdown_rx));
         Ok(RaftNode {
@@ -590,6 +627,7 @@ impl RaftNode {
                 commands,
                 mailbox,
                 status,
+                leadership,
                 proposal_timeout: config.proposal_timeout,
             },
             storage,
@@ -684,6 +722,7 @@ struct Driver {
     /// Followers sent a snapshot during this Ready, reported after it.
     snapshots_sent: Vec<u64>,
     status: watch::Sender<NodeStatus>,
+    leadership: watch::Sender<Leadership>,
 }
 
 /// Runs `f`, which blocks on the disk, without stalling the runtime's other
@@ -1249,6 +1288,14 @@ impl Driver {
 
     fn publish_status(&self, running: bool) {
         let status = self.current_status(running);
+        let leadership = Leadership::from(&status);
+        self.leadership.send_if_modified(|current| {
+            let changed = *current != leadership;
+            if changed {
+                *current = leadership;
+            }
+            changed
+        });
         self.status.send_if_modified(|current| {
             let changed = *current != status;
             if changed {

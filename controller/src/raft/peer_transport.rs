@@ -211,12 +211,16 @@ pub(crate) struct GrpcTransport {
     config: Arc<PeerTransportConfig>,
     links: Mutex<BTreeMap<u64, LinkHandle>>,
     dropped_unknown_peer: AtomicU64,
+    /// Where links run: the runtime `start` was called on (the controller
+    /// calls it on the Raft thread), also for links `set_peers` starts
+    /// later from other tasks.
+    runtime: tokio::runtime::Handle,
 }
 
 impl GrpcTransport {
     /// Starts one task per peer in `peers` (node id → `host:port`, as in
-    /// the cluster map; the local node is skipped). Must be called within
-    /// a tokio runtime.
+    /// the cluster map; the local node is skipped), on the runtime it is
+    /// called within.
     pub(crate) fn start(
         local: NodeId,
         peers: &BTreeMap<NodeId, String>,
@@ -235,6 +239,7 @@ impl GrpcTransport {
             config,
             links: Mutex::new(BTreeMap::new()),
             dropped_unknown_peer: AtomicU64::new(0),
+            runtime: tokio::runtime::Handle::current(),
         };
         transport.set_peers(peers);
         transport
@@ -275,7 +280,7 @@ impl GrpcTransport {
                 config: self.config.clone(),
                 counters: counters.clone(),
             };
-            let task = tokio::spawn(link.run(inbox));
+            let task = self.runtime.spawn(link.run(inbox));
             links.insert(
                 peer.get(),
                 LinkHandle {

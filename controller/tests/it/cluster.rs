@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use leitstand_controller::Rejection;
+use leitstand_proto::identity::PeerKind;
 use leitstand_proto::v1;
 
 use crate::nodes::{Nodes, Relay, node};
-use crate::support::wait_for;
+use crate::support::{Session, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_controllers_apply_1000_probes_to_identical_states_across_snapshots() {
@@ -68,6 +69,45 @@ async fn three_controllers_apply_1000_probes_to_identical_states_across_snapshot
     assert!(status.first_index > 1, "the log was compacted: {status:?}");
     assert_eq!(status.members.len(), 3);
     assert!(status.members.iter().all(|member| member.voter));
+    nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_the_leader_is_sent_on_as_soon_as_leadership_moves() {
+    let nodes = Nodes::start(3, &[], "").await;
+    let leader = nodes.leader().await;
+    let successor = (1..=3).find(|&id| id != leader).expect("a follower");
+    nodes.pki.issue(PeerKind::Agent, "mover");
+    let tls = nodes.pki.client(PeerKind::Agent, "mover");
+    let (mut session, _) =
+        Session::must_open(&tls, nodes.running[&leader].local_addr(), "mover", 1).await;
+    session.must_ack(1).await;
+
+    let mut admin = nodes.raw_operator(leader, "admin").await;
+    admin
+        .transfer_leader(v1::TransferLeaderRequest {
+            to_node_id: successor,
+        })
+        .await
+        .expect("the transfer succeeds");
+    // The transfer answers once the old leader knows the new one; the
+    // session heard of the step-down before that, from the node's
+    // leadership watch, without waiting for any timer of its own.
+    let first = tokio::time::timeout(Duration::from_secs(1), session.next())
+        .await
+        .expect("NotLeader within 1 s of the transfer");
+    match first {
+        Ok(v1::ControllerMessage {
+            kind: Some(v1::controller_message::Kind::NotLeader(not_leader)),
+        }) => {
+            // At the step-down the old leader may not know its successor yet.
+            assert!(
+                [0, successor].contains(&not_leader.leader_id),
+                "{not_leader:?}"
+            );
+        }
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
     nodes.shutdown().await;
 }
 
