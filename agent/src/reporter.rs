@@ -379,7 +379,10 @@ impl Reporter {
             });
             let started = Instant::now();
             let (end, address) = self.session(&address).await;
-            if matches!(end, SessionEnd::Failed(_)) {
+            // A controller that knows no leader even after waiting for the
+            // election (it may be cut off from the others) is passed over
+            // like a failed one: the answer is elsewhere.
+            if matches!(end, SessionEnd::Failed(_) | SessionEnd::NotLeader { hint: None }) {
                 failed = Some((address.clone(), Instant::now()));
             }
             if started.elapsed() >= HEALTHY_SESSION {

@@ -551,10 +551,6 @@ impl NodeHandle {
     pub(crate) fn watch_leadership(&self) -> watch::Receiver<Leadership> {
         self.leadership.clone()
     }
-
-    pub(crate) fn leadership(&self) -> Leadership {
-        *self.leadership.borrow()
-    }
 }
 
 /// A running node: its task and a handle. Stop it with [`RaftNode::stop`];
