@@ -677,16 +677,26 @@ fn failovers(s: &Sandbox, proposals: &[(i64, String)]) -> Vec<Failover> {
         .liveness
         .iter()
         .map(|l| {
-            let detected_ms = proposals
-                .iter()
-                .filter(|(at, path)| *path == l.to_path && *at >= l.clock_from_unix_ms)
-                .map(|(at, _)| at - l.clock_from_unix_ms)
-                .min();
             let failover_ms = executions
                 .iter()
                 .filter(|e| e.path == l.to_path && e.unix_ns / 1_000_000 >= l.clock_from_unix_ms)
                 .map(|e| e.unix_ns / 1_000_000 - l.clock_from_unix_ms)
                 .min();
+            // The proposal that led to that action: the last one before it
+            // (a rebuilt cluster's chain may hold later ones too); without
+            // an action, the first one.
+            let candidates = proposals
+                .iter()
+                .map(|(at, path)| (at - l.clock_from_unix_ms, path))
+                .filter(|(ms, path)| {
+                    **path == l.to_path && *ms >= 0 && failover_ms.is_none_or(|f| *ms <= f)
+                })
+                .map(|(ms, _)| ms);
+            let detected_ms = if failover_ms.is_some() {
+                candidates.max()
+            } else {
+                candidates.min()
+            };
             let observed_ms = s
                 .record
                 .timeline
