@@ -52,6 +52,10 @@ const FAILED_MEMORY: Duration = Duration::from_secs(1);
 /// the one that just failed: a new leader is usually elected within a
 /// second, and the agent must find it (or the old one, healed) quickly.
 const AVOIDED_HINT_DELAY_MAX: Duration = Duration::from_millis(500);
+/// Answers "no leader known" in a row after which the agent waits its full
+/// backoff: the first ones come during an election, later ones from a
+/// cluster without a quorum, which thousands of agents must not hammer.
+const MAX_QUICK_LEADERLESS: u32 = 2;
 /// Sessions replaced by a newer one of this agent (see
 /// [`SessionEnd::Replaced`]) that are answered at once, in a row; then the
 /// agent backs off, since two processes with one identity would otherwise
@@ -357,6 +361,7 @@ impl Reporter {
         let mut leader_hint: Option<String> = None;
         let mut hints_in_a_row = 0u32;
         let mut replaced_in_a_row = 0u32;
+        let mut leaderless_in_a_row = 0u32;
         // The controller whose session failed last, and when: passed over
         // for FAILED_MEMORY (a dead leader's address would otherwise come
         // round again at once, or through a follower's stale hint, and cost
@@ -382,12 +387,18 @@ impl Reporter {
             // A controller that knows no leader even after waiting for the
             // election (it may be cut off from the others) is passed over
             // like a failed one: the answer is elsewhere.
-            if matches!(end, SessionEnd::Failed(_) | SessionEnd::NotLeader { hint: None }) {
+            if matches!(
+                end,
+                SessionEnd::Failed(_) | SessionEnd::NotLeader { hint: None }
+            ) {
                 failed = Some((address.clone(), Instant::now()));
             }
             if started.elapsed() >= HEALTHY_SESSION {
                 backoff.reset();
                 replaced_in_a_row = 0;
+            }
+            if !matches!(end, SessionEnd::NotLeader { hint: None }) {
+                leaderless_in_a_row = 0;
             }
             let delay = match end {
                 SessionEnd::Stopped => return,
@@ -424,7 +435,15 @@ impl Reporter {
                 }
                 SessionEnd::NotLeader { .. } => {
                     hints_in_a_row = 0;
-                    let delay = backoff.next_delay();
+                    leaderless_in_a_row += 1;
+                    // The controller already waited for an election; the
+                    // next one (this one is passed over) may know more. Only
+                    // a cluster that stays leaderless gets the full backoff.
+                    let delay = if leaderless_in_a_row <= MAX_QUICK_LEADERLESS {
+                        backoff.next_delay().min(AVOIDED_HINT_DELAY_MAX)
+                    } else {
+                        backoff.next_delay()
+                    };
                     tracing::info!(controller = %address, "controller knows no leader; trying the next in {delay:?}");
                     delay
                 }

@@ -78,9 +78,7 @@ pub(crate) enum Observation {
     },
     /// A new session of `agent` registered: what was sent down the old one
     /// may be lost with it.
-    Connected {
-        agent: AgentId,
-    },
+    Connected { agent: AgentId },
 }
 
 /// The sessions' end of the engine.
