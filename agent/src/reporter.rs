@@ -48,6 +48,10 @@ const MAX_OPEN_ATTEMPTS: u32 = 3;
 /// next one tried in turn, and a leader hint naming it (a follower's stale
 /// view) is not followed.
 const FAILED_MEMORY: Duration = Duration::from_secs(1);
+/// How long a controller that knew no leader even after waiting for an
+/// election is passed over: it may be cut off from the others (an old
+/// leader that hears nobody), and asking it again costs that wait.
+const LEADERLESS_MEMORY: Duration = Duration::from_secs(3);
 /// The longest pause before asking the next controller when a hint named
 /// the one that just failed: a new leader is usually elected within a
 /// second, and the agent must find it (or the old one, healed) quickly.
@@ -367,10 +371,12 @@ impl Reporter {
         // round again at once, or through a follower's stale hint, and cost
         // a connect timeout each time).
         let mut failed: Option<(String, Instant)> = None;
+        // How long `failed` is passed over.
+        let mut failed_memory = FAILED_MEMORY;
         loop {
             let avoid = failed
                 .as_ref()
-                .filter(|(_, at)| at.elapsed() < FAILED_MEMORY)
+                .filter(|(_, at)| at.elapsed() < failed_memory)
                 .map(|(address, _)| address.clone());
             let address = leader_hint.take().unwrap_or_else(|| {
                 let controllers = &self.config.controllers;
@@ -386,12 +392,17 @@ impl Reporter {
             let (end, address) = self.session(&address).await;
             // A controller that knows no leader even after waiting for the
             // election (it may be cut off from the others) is passed over
-            // like a failed one: the answer is elsewhere.
-            if matches!(
-                end,
-                SessionEnd::Failed(_) | SessionEnd::NotLeader { hint: None }
-            ) {
-                failed = Some((address.clone(), Instant::now()));
+            // like a failed one, and longer: the answer is elsewhere.
+            match end {
+                SessionEnd::Failed(_) => {
+                    failed = Some((address.clone(), Instant::now()));
+                    failed_memory = FAILED_MEMORY;
+                }
+                SessionEnd::NotLeader { hint: None } => {
+                    failed = Some((address.clone(), Instant::now()));
+                    failed_memory = LEADERLESS_MEMORY;
+                }
+                _ => {}
             }
             if started.elapsed() >= HEALTHY_SESSION {
                 backoff.reset();
