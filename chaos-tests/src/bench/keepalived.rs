@@ -21,13 +21,13 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use super::failover::{Machine, jitter, round3, summary, tail, unix_ns, write_script};
+use crate::sandbox::process::find_program as find;
 
 const MASTER_PRIORITY: u32 = 150;
 const BACKUP_PRIORITY: u32 = 100;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(5);
 const SUBNET: &str = "10.213.0";
-const SEARCH: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
 /// The reference's JSON: figures, `skipped` with the reason, or `failed`.
 pub(super) async fn run(dir: &Path, trials: u64) -> serde_json::Value {
@@ -64,14 +64,6 @@ fn unavailable() -> Option<String> {
         }
     }
     None
-}
-
-fn find(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(SEARCH.iter().map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 #[derive(Debug, Clone)]

@@ -65,15 +65,7 @@ pub(crate) struct Tools {
     pub(crate) iptables_restore: PathBuf,
 }
 
-const SEARCH: [&str; 4] = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
-
-fn find(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(SEARCH.iter().map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
+use super::process::{SEARCH, find_program as find};
 
 fn effective_uid() -> Option<u32> {
     std::fs::read_to_string("/proc/self/status")

@@ -190,6 +190,19 @@ impl Process {
     }
 }
 
+/// Where system programs (ip, tc, iptables, keepalived) are looked for
+/// after PATH: sudo and systemd may leave the sbin directories out of it.
+pub(crate) const SEARCH: [&str; 4] = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+/// The first `name` on PATH or in [`SEARCH`] that is a file.
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(SEARCH.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
 /// The `leitstand` binary to run as controller and agent: `explicit`, or
 /// the running one; it must be an executable file.
 pub(crate) fn leitstand_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
