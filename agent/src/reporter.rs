@@ -366,10 +366,10 @@ impl Reporter {
         let mut hints_in_a_row = 0u32;
         let mut replaced_in_a_row = 0u32;
         let mut leaderless_in_a_row = 0u32;
-        // The controller whose session failed last, and when: passed over
-        // for FAILED_MEMORY (a dead leader's address would otherwise come
-        // round again at once, or through a follower's stale hint, and cost
-        // a connect timeout each time).
+        // The controller whose session failed last (or that knew no leader),
+        // and when: passed over for `failed_memory` (a dead leader's address
+        // would otherwise come round again at once, or through a follower's
+        // stale hint, and cost a connect timeout each time).
         let mut failed: Option<(String, Instant)> = None;
         // How long `failed` is passed over.
         let mut failed_memory = FAILED_MEMORY;
@@ -444,7 +444,14 @@ impl Reporter {
                     tracing::info!(controller = %address, leader = %hint, "the hint names the controller that just failed (the follower has not noticed yet); trying the next in {delay:?}");
                     delay
                 }
-                SessionEnd::NotLeader { .. } => {
+                SessionEnd::NotLeader { hint: Some(hint) } => {
+                    // Followers naming each other: their hints are stale.
+                    hints_in_a_row = 0;
+                    let delay = backoff.next_delay();
+                    tracing::info!(controller = %address, leader = %hint, "{MAX_HINTS_IN_A_ROW} leader hints in a row led nowhere; trying the next in {delay:?}");
+                    delay
+                }
+                SessionEnd::NotLeader { hint: None } => {
                     hints_in_a_row = 0;
                     leaderless_in_a_row += 1;
                     // The controller already waited for an election; the
